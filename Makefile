@@ -1,0 +1,45 @@
+# vxlanmgr: `make run` starts everything on the embedded default, `make test` runs the suite.
+SHELL := /bin/bash
+HOST ?= 127.0.0.1
+PORT ?= 8000
+VENV := .venv
+PY := $(VENV)/bin/python
+# The first Python that is 3.11 or newer.
+PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
+	&& echo $$p && break; done)
+
+.PHONY: run test lint migrate messages clean
+
+$(VENV)/.runtime: requirements.txt
+	@test -n "$(PYTHON)" || { echo "vxlanmgr needs Python 3.11 or newer on PATH" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+migrate: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput
+
+run: migrate
+	$(PY) manage.py bootstrap
+	@echo "vxlanmgr: http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
+	$(PY) -m daphne -b $(HOST) -p $(PORT) vxlanmgr.asgi:application
+
+test: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+messages: $(VENV)/.dev
+	$(PY) manage.py makemessages -l ja --no-obsolete
+	$(PY) manage.py compilemessages -l ja
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache

@@ -1,0 +1,179 @@
+"""The JSON API: hosts register themselves, automation and the dashboard read the inventory."""
+
+import json
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_GET
+
+from . import queries
+from .http import client_ip, json_error, json_field_errors, rate_limited
+from .models import ApiToken, Machine
+from .services import MachineLimitReached, register_machine
+from .tokens import authenticate
+from .validation import InvalidInput, normalise_ip, parse_registration
+
+MAX_BODY_BYTES = 16 * 1024
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 500
+
+
+def _unauthorized(request: HttpRequest) -> JsonResponse:
+    if request.META.get("HTTP_AUTHORIZATION"):
+        message = _("The token is unknown or revoked.")
+    else:
+        message = _("Authentication required: send 'Authorization: Bearer <token>'.")
+    return json_error(401, message, WWW_Authenticate='Bearer realm="vxlanmgr"')
+
+
+def _too_many(seconds: int) -> JsonResponse:
+    return json_error(429, _("Too many requests; retry in %(s)d s.") % {"s": seconds}, Retry_After=str(seconds))
+
+
+def _reader(request: HttpRequest) -> JsonResponse | None:
+    """None when the caller may read the inventory, else the error response to send."""
+    if request.user.is_authenticated:
+        return None
+    token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
+    if token is None:
+        return _unauthorized(request)
+    if token.scope != ApiToken.Scope.API:
+        return json_error(403, _("A register token can only register its own address; use an API token."))
+    return None
+
+
+def _read_json(request: HttpRequest) -> object | JsonResponse:
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    too_big = json_error(413, _("The body is larger than %(n)d bytes.") % {"n": MAX_BODY_BYTES})
+    if declared > MAX_BODY_BYTES:
+        return too_big
+    content_type = request.content_type or ""
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        return json_error(415, _("Send the body as JSON with 'Content-Type: application/json'."))
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return too_big
+    if len(body) > MAX_BODY_BYTES:
+        return too_big
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        return json_field_errors({"body": [_("Malformed JSON: %(error)s") % {"error": exc}]})
+
+
+def _register(request: HttpRequest, key: str) -> HttpResponse:
+    token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
+    source = client_ip(request)
+    if token is None or token.scope != ApiToken.Scope.API:
+        wait = rate_limited(request, "register-ip", settings.REGISTER_RATE_PER_IP, f"ip:{source}")
+        if wait:
+            return _too_many(wait)
+    if token is None:
+        return _unauthorized(request)
+    wait = rate_limited(request, "register-global", settings.REGISTER_RATE_GLOBAL, "all")
+    if wait:
+        return _too_many(wait)
+
+    payload = _read_json(request)
+    if isinstance(payload, HttpResponse):
+        return payload
+    try:
+        path_ip = normalise_ip(key)
+    except ValueError as exc:
+        return json_field_errors({"ip_address": [str(exc)]})
+    if token.scope == ApiToken.Scope.REGISTER and path_ip != source:
+        return json_error(
+            403,
+            _("A register token may only register the address the request comes from (%(source)s), not %(ip)s.")
+            % {"source": source, "ip": path_ip},
+        )
+    try:
+        data = parse_registration(path_ip, payload)
+    except InvalidInput as exc:
+        return json_field_errors(exc.errors)
+    try:
+        result = register_machine(data)
+    except MachineLimitReached:
+        return json_error(
+            503,
+            _("The limit of %(n)d machines is reached; delete unused machines or raise VXLANMGR_MAX_MACHINES.")
+            % {"n": settings.MAX_MACHINES},
+            Retry_After="300",
+        )
+    response = JsonResponse(result.machine.to_dict(), status=201 if result.created else 200)
+    if result.created:
+        response["Location"] = reverse("machines-api-item", args=[result.machine.pk])
+    return response
+
+
+def _detail(request: HttpRequest, key: str) -> HttpResponse:
+    denied = _reader(request)
+    if denied:
+        return denied
+    if not key.isdigit() or len(key) > 18:
+        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
+    machine = Machine.objects.filter(pk=int(key)).first()
+    if machine is None:
+        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
+    return JsonResponse(machine.to_dict())
+
+
+@csrf_exempt
+def machine_item(request: HttpRequest, key: str) -> HttpResponse:
+    # PUT takes an IP address (hosts know theirs), GET takes the id the API handed out.
+    if request.method == "PUT":
+        return _register(request, key)
+    if request.method in ("GET", "HEAD"):
+        return _detail(request, key)
+    response = json_error(405, _("Method not allowed."))
+    response["Allow"] = "GET, HEAD, PUT"
+    return response
+
+
+def _positive_int(raw: str | None, default: int, maximum: int | None = None) -> int:
+    if raw in (None, ""):
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(_("Must be a whole number of at least 1."))
+    if maximum is not None and int(raw) > maximum:
+        raise ValueError(_("Must be at most %(n)d.") % {"n": maximum})
+    return int(raw)
+
+
+@require_GET
+def machine_list(request: HttpRequest) -> HttpResponse:
+    denied = _reader(request)
+    if denied:
+        return denied
+    errors: dict[str, list[str]] = {}
+    status = request.GET.get("status", "")
+    if status and status not in Machine.Status.values:
+        errors["status"] = [_("Must be one of: %(values)s.") % {"values": ", ".join(Machine.Status.values)}]
+    try:
+        page = _positive_int(request.GET.get("page"), 1)
+    except ValueError as exc:
+        errors["page"] = [str(exc)]
+    try:
+        page_size = _positive_int(request.GET.get("page_size"), DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    except ValueError as exc:
+        errors["page_size"] = [str(exc)]
+    if errors:
+        return json_field_errors(errors)
+    machines = queries.search(status, request.GET.get("q", "")).order_by("id")
+    start = (page - 1) * page_size
+    return JsonResponse(
+        {
+            "count": machines.count(),
+            "page": page,
+            "page_size": page_size,
+            "results": [machine.to_dict() for machine in machines[start : start + page_size]],
+        }
+    )

@@ -1,0 +1,38 @@
+"""Reading machines: the one filter and ordering used by the dashboard and the API alike."""
+
+from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
+
+from .models import Machine
+
+MAX_QUERY_LENGTH = 100
+# Problems first: an operator opens the dashboard to see what is down.
+_STATUS_RANK = Case(
+    When(status=Machine.Status.UNREACHABLE, then=Value(0)),
+    When(status=Machine.Status.PENDING, then=Value(1)),
+    default=Value(2),
+    output_field=IntegerField(),
+)
+
+
+def search(status: str = "", q: str = "") -> QuerySet[Machine]:
+    machines = Machine.objects.all()
+    if status:
+        machines = machines.filter(status=status)
+    q = q.strip()[:MAX_QUERY_LENGTH]
+    if q:
+        machines = machines.filter(
+            Q(hostname__icontains=q) | Q(ip_address__icontains=q) | Q(mac_address__icontains=q.lower())
+        )
+    return machines
+
+
+def problems_first(machines: QuerySet[Machine]) -> QuerySet[Machine]:
+    return machines.annotate(status_rank=_STATUS_RANK).order_by("status_rank", "hostname", "ip_address")
+
+
+def status_counts() -> dict[str, int]:
+    counts = {status: 0 for status in Machine.Status.values}
+    for row in Machine.objects.values("status").annotate(n=Count("id")).order_by():
+        counts[row["status"]] = row["n"]
+    counts["total"] = sum(counts[status] for status in Machine.Status.values)
+    return counts

@@ -1,0 +1,137 @@
+"""Validation of what hosts send when they register: every field, with one message per problem."""
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+
+from django.utils.translation import gettext as _
+
+MAX_VNI = 2**24 - 1
+MAX_EXTRA_BYTES = 4096
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+_MAC_FORMS = (
+    re.compile(r"^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$", re.I),
+    re.compile(r"^([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})$", re.I),
+    re.compile(r"^([0-9a-f]{2})([0-9a-f]{2})\.([0-9a-f]{2})([0-9a-f]{2})\.([0-9a-f]{2})([0-9a-f]{2})$", re.I),
+)
+_KNOWN_FIELDS = {"hostname", "mac_address", "vni", "extra_data"}
+
+
+class InvalidInput(Exception):
+    def __init__(self, errors: dict[str, list[str]]):
+        super().__init__(errors)
+        self.errors = errors
+
+
+@dataclass
+class Registration:
+    ip_address: str
+    hostname: str
+    mac_address: str
+    vni: int | None = None
+    extra_data: dict = field(default_factory=dict)
+
+
+def normalise_ip(value: object) -> str:
+    """The canonical text of an IPv4 or IPv6 address; IPv4-mapped IPv6 becomes plain IPv4."""
+    if not isinstance(value, str) or not value or len(value) > 45:
+        raise ValueError(_("Enter a valid IPv4 or IPv6 address."))
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise ValueError(_("Enter a valid IPv4 or IPv6 address.")) from None
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if address.is_unspecified or address.is_multicast:
+        raise ValueError(_("The address cannot be unspecified or multicast."))
+    return str(address)
+
+
+def normalise_hostname(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(_("A host name is required and must be a string."))
+    name = value.strip().rstrip(".")
+    if not name:
+        raise ValueError(_("A host name is required and must be a string."))
+    if len(name) > 253:
+        raise ValueError(_("A host name has at most 253 characters."))
+    labels = name.split(".")
+    for label in labels:
+        if not label:
+            raise ValueError(_("A host name cannot contain empty labels (two dots in a row)."))
+        if len(label) > 63:
+            raise ValueError(_("Each label of a host name has at most 63 characters."))
+        if not label.isascii() or not _LABEL.match(label):
+            raise ValueError(
+                _("A host name has only ASCII letters, digits and hyphens, and no label starts or ends with a hyphen.")
+            )
+    return name.lower()
+
+
+def normalise_mac(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(_("A MAC address is required and must be a string."))
+    for form in _MAC_FORMS:
+        match = form.match(value.strip())
+        if match:
+            octets = [int(part, 16) for part in match.groups()]
+            break
+    else:
+        raise ValueError(_("Enter a MAC address as aa:bb:cc:dd:ee:ff, AA-BB-CC-DD-EE-FF or aabb.ccdd.eeff."))
+    if not any(octets):
+        raise ValueError(_("The all-zero MAC address is not a real interface."))
+    if all(octet == 0xFF for octet in octets):
+        raise ValueError(_("The broadcast MAC address is not a real interface."))
+    if octets[0] & 1:
+        raise ValueError(_("A multicast MAC address is not a real interface."))
+    return ":".join(f"{octet:02x}" for octet in octets)
+
+
+def normalise_vni(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(_("The VNI must be a whole number."))
+    if not 0 <= value <= MAX_VNI:
+        raise ValueError(_("The VNI must be between 0 and %(max)d.") % {"max": MAX_VNI})
+    return value
+
+
+def normalise_extra_data(value: object) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValueError(_("Extra data must be a JSON object."))
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > MAX_EXTRA_BYTES:
+        raise ValueError(
+            _("Extra data is %(size)d bytes; at most %(max)d are allowed.") % {"size": size, "max": MAX_EXTRA_BYTES}
+        )
+    return value
+
+
+def parse_registration(ip: str, payload: object) -> Registration:
+    """Check a whole registration; raises InvalidInput naming every bad field at once."""
+    if not isinstance(payload, dict):
+        raise InvalidInput({"body": [_("The body must be a JSON object.")]})
+    errors: dict[str, list[str]] = {}
+    cleaned: dict[str, object] = {}
+    checks = (
+        ("ip_address", ip, normalise_ip),
+        ("hostname", payload.get("hostname"), normalise_hostname),
+        ("mac_address", payload.get("mac_address"), normalise_mac),
+        ("vni", payload.get("vni"), normalise_vni),
+        ("extra_data", payload.get("extra_data"), normalise_extra_data),
+    )
+    for name, raw, check in checks:
+        try:
+            cleaned[name] = check(raw)
+        except ValueError as exc:
+            errors[name] = [str(exc)]
+    unknown = sorted(set(payload) - _KNOWN_FIELDS)
+    if unknown:
+        errors["body"] = [_("Unknown field(s): %(names)s.") % {"names": ", ".join(unknown)}]
+    if errors:
+        raise InvalidInput(errors)
+    return Registration(**cleaned)
