@@ -29,6 +29,8 @@ run: migrate
 	@echo "vxlanmgr: http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
 	$(PY) -m daphne -b $(HOST) -p $(PORT) vxlanmgr.asgi:application
 
+# Tests never see a real secret; the suite may run against PostgreSQL (DATABASE_URL) where one is required.
+test: export VXLANMGR_SECRET_KEY ?= test-only-not-a-secret
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)

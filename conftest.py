@@ -1,5 +1,6 @@
 """Shared fixtures. Tests that need a real tool skip with a reason locally and fail under CI=true."""
 
+import contextlib
 import os
 
 import pytest
@@ -35,10 +36,9 @@ def _fresh_cache():
     # Rate-limit counters live in the cache; one test's requests must not throttle the next.
     from django.core.cache import cache
 
-    try:
+    # A test that stops Redis on purpose restores it itself.
+    with contextlib.suppress(Exception):
         cache.clear()
-    except Exception:  # a test that stopped Redis on purpose restores it itself
-        pass
     yield
 
 

@@ -1,0 +1,214 @@
+import json
+
+import pytest
+
+from machines.models import ApiToken, FailureLog, Machine
+from machines.tokens import create_token
+
+BODY = {"hostname": "web-01", "mac_address": "AA-BB-CC-DD-EE-F0", "vni": 100, "extra_data": {"rack": "r1"}}
+
+
+def put(client, ip, token, body=BODY, content_type="application/json", remote="127.0.0.1", **extra):
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"} if token else {}
+    return client.put(
+        f"/api/machines/{ip}", data=data, content_type=content_type, REMOTE_ADDR=remote, **headers, **extra
+    )
+
+
+@pytest.mark.django_db
+class TestRegister:
+    def test_it_creates_a_machine_with_location(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token)
+        assert response.status_code == 201
+        machine = Machine.objects.get()
+        assert response["Location"] == f"/api/machines/{machine.pk}"
+        body = response.json()
+        assert body["hostname"] == "web-01"
+        assert body["mac_address"] == "aa:bb:cc:dd:ee:f0"
+        assert body["status"] == "pending"
+        assert body["extra_data"] == {"rack": "r1"}
+        assert set(body) == {
+            "id", "hostname", "ip_address", "mac_address", "vni", "status", "extra_data",
+            "registered_at", "last_registered_at", "updated_at", "last_seen_at",
+        }
+
+    def test_the_same_ip_updates_instead_of_duplicating(self, client, register_token):
+        put(client, "127.0.0.1", register_token)
+        response = put(client, "127.0.0.1", register_token, {**BODY, "hostname": "web-02", "vni": 7})
+        assert response.status_code == 200
+        machine = Machine.objects.get()
+        assert (machine.hostname, machine.vni) == ("web-02", 7)
+        assert machine.last_registered_at > machine.registered_at
+
+    def test_a_new_mac_for_a_known_ip_is_logged(self, client, register_token):
+        put(client, "127.0.0.1", register_token)
+        put(client, "127.0.0.1", register_token, {**BODY, "mac_address": "aa:bb:cc:dd:ee:f1"})
+        entry = FailureLog.objects.get(kind="mac_changed")
+        assert entry.mac_address == "aa:bb:cc:dd:ee:f0"
+        assert "aa:bb:cc:dd:ee:f1" in entry.detail
+        put(client, "127.0.0.1", register_token, {**BODY, "mac_address": "aa:bb:cc:dd:ee:f1"})
+        assert FailureLog.objects.filter(kind="mac_changed").count() == 1
+
+    def test_ipv6_is_stored_normalised(self, client, api_token):
+        response = put(client, "2001:0DB8:0:0::1", api_token)
+        assert response.status_code == 201
+        assert response.json()["ip_address"] == "2001:db8::1"
+        assert put(client, "2001:db8::1", api_token).status_code == 200
+        assert Machine.objects.count() == 1
+
+    def test_a_register_token_may_register_its_own_ipv6_source(self, client, register_token):
+        assert put(client, "2001:db8::5", register_token, remote="2001:db8:0::5").status_code == 201
+
+    def test_a_register_token_cannot_register_another_address(self, client, register_token):
+        response = put(client, "10.9.9.9", register_token)
+        assert response.status_code == 403
+        assert "127.0.0.1" in response.json()["error"]
+        assert not Machine.objects.exists()
+
+    def test_an_api_token_may_register_any_address(self, client, api_token):
+        assert put(client, "10.9.9.9", api_token).status_code == 201
+
+    def test_forwarded_for_is_ignored_without_trusted_proxies(self, client, register_token):
+        response = put(client, "10.9.9.9", register_token, HTTP_X_FORWARDED_FOR="10.9.9.9")
+        assert response.status_code == 403
+
+    def test_forwarded_for_is_used_behind_a_trusted_proxy(self, client, register_token, settings):
+        import ipaddress
+
+        settings.TRUSTED_PROXIES = [ipaddress.ip_network("127.0.0.0/8")]
+        response = put(client, "10.9.9.9", register_token, HTTP_X_FORWARDED_FOR="6.6.6.6, 10.9.9.9")
+        assert response.status_code == 201
+
+
+@pytest.mark.django_db
+class TestRegisterErrors:
+    def test_it_requires_a_token(self, client):
+        response = put(client, "127.0.0.1", None)
+        assert response.status_code == 401
+        assert response["WWW-Authenticate"].startswith("Bearer")
+        assert "error" in response.json()
+
+    def test_it_rejects_unknown_and_revoked_tokens(self, client, register_token):
+        assert put(client, "127.0.0.1", "vxm_nope").status_code == 401
+        ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
+        assert put(client, "127.0.0.1", register_token).status_code == 401
+        assert not Machine.objects.exists()
+
+    def test_it_rejects_other_auth_schemes(self, client, register_token):
+        response = client.put(
+            "/api/machines/127.0.0.1", json.dumps(BODY), content_type="application/json",
+            HTTP_AUTHORIZATION=f"Basic {register_token}",
+        )
+        assert response.status_code == 401
+
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            ({**BODY, "hostname": "a" * 64}, "hostname"),
+            ({**BODY, "hostname": "ホスト"}, "hostname"),
+            ({**BODY, "hostname": "x'; DROP TABLE machines_machine; --"}, "hostname"),
+            ({**BODY, "hostname": "<img src=x onerror=alert(1)>"}, "hostname"),
+            ({**BODY, "mac_address": "ff:ff:ff:ff:ff:ff"}, "mac_address"),
+            ({**BODY, "mac_address": "00:00:00:00:00:00"}, "mac_address"),
+            ({**BODY, "vni": 16777216}, "vni"),
+            ({**BODY, "extra_data": {"x": "y" * 5000}}, "extra_data"),
+            ({**BODY, "extra_data": "text"}, "extra_data"),
+            ({"mac_address": "aa:bb:cc:dd:ee:f0"}, "hostname"),
+            ({**BODY, "surprise": 1}, "body"),
+            ([1, 2], "body"),
+        ],
+    )
+    def test_invalid_fields_are_named_and_nothing_is_written(self, client, register_token, body, field):
+        response = put(client, "127.0.0.1", register_token, body)
+        assert response.status_code == 400
+        assert field in response.json()["errors"]
+        assert not Machine.objects.exists()
+
+    def test_an_invalid_path_address_is_a_400(self, client, api_token):
+        response = put(client, "999.1.1.1", api_token)
+        assert response.status_code == 400
+        assert "ip_address" in response.json()["errors"]
+
+    def test_malformed_json_is_a_400(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token, '{"hostname": ')
+        assert response.status_code == 400
+        assert "body" in response.json()["errors"]
+
+    def test_a_body_over_16_kib_is_a_413(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token, {**BODY, "pad": "x" * 17000})
+        assert response.status_code == 413
+        assert not Machine.objects.exists()
+
+    def test_a_non_json_body_is_a_415(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token, "hostname=web", content_type="text/plain")
+        assert response.status_code == 415
+
+    def test_the_machine_limit_is_a_503_for_new_ips_only(self, client, api_token, settings, make_machine):
+        settings.MAX_MACHINES = 1
+        make_machine(ip_address="10.0.0.1")
+        response = put(client, "10.0.0.2", api_token)
+        assert response.status_code == 503
+        assert response["Retry-After"]
+        assert Machine.objects.count() == 1
+        assert put(client, "10.0.0.1", api_token).status_code == 200
+
+    def test_other_methods_are_405(self, client, api_token):
+        response = client.post("/api/machines/127.0.0.1", HTTP_AUTHORIZATION=f"Bearer {api_token}")
+        assert response.status_code == 405
+        assert "PUT" in response["Allow"]
+
+
+@pytest.mark.django_db
+class TestRateLimits:
+    def test_per_ip_limit_answers_429_with_retry_after(self, client, register_token, settings):
+        settings.REGISTER_RATE_PER_IP = "3/m"
+        codes = [put(client, "127.0.0.1", register_token).status_code for _ in range(4)]
+        assert codes == [201, 200, 200, 429]
+        response = put(client, "127.0.0.1", register_token)
+        assert 1 <= int(response["Retry-After"]) <= 60
+        assert "error" in response.json()
+
+    def test_the_per_ip_limit_also_counts_bad_tokens(self, client, settings):
+        settings.REGISTER_RATE_PER_IP = "2/m"
+        codes = [put(client, "127.0.0.1", "vxm_guess").status_code for _ in range(3)]
+        assert codes == [401, 401, 429]
+
+    def test_api_tokens_skip_the_per_ip_limit(self, client, api_token, settings):
+        settings.REGISTER_RATE_PER_IP = "2/m"
+        codes = {put(client, f"10.0.0.{n}", api_token).status_code for n in range(1, 6)}
+        assert codes == {201}
+
+    def test_the_global_limit_applies_to_everyone(self, client, api_token, settings):
+        settings.REGISTER_RATE_GLOBAL = "3/m"
+        codes = [put(client, f"10.0.0.{n}", api_token).status_code for n in range(1, 5)]
+        assert codes == [201, 201, 201, 429]
+        assert Machine.objects.count() == 3
+
+    def test_the_default_global_limit_fits_a_boot_storm(self, settings):
+        count, period = settings.REGISTER_RATE_GLOBAL.split("/")
+        assert period == "m" and int(count) >= settings.MAX_MACHINES
+
+
+@pytest.mark.django_db
+class TestEnvironmentTokens:
+    def test_env_tokens_work_and_are_seeded_hashed(self, client, settings):
+        settings.REGISTER_TOKEN = "env-register-secret-0123456789"
+        assert put(client, "127.0.0.1", settings.REGISTER_TOKEN).status_code == 201
+        token = ApiToken.objects.get(from_environment="VXLANMGR_REGISTER_TOKEN")
+        assert token.scope == "register"
+        assert settings.REGISTER_TOKEN not in token.token_hash
+
+    def test_a_changed_env_token_stops_the_old_value(self, client, settings):
+        settings.API_TOKEN = "env-api-secret-old-0123456789"
+        assert put(client, "10.0.0.1", settings.API_TOKEN).status_code == 201
+        old = settings.API_TOKEN
+        settings.API_TOKEN = "env-api-secret-new-0123456789"
+        assert put(client, "10.0.0.1", old).status_code == 401
+        assert put(client, "10.0.0.1", settings.API_TOKEN).status_code == 200
+
+    def test_last_used_is_recorded(self, client, db):
+        token, raw = create_token("t", ApiToken.Scope.REGISTER)
+        put(client, "127.0.0.1", raw)
+        token.refresh_from_db()
+        assert token.last_used_at is not None
