@@ -8,13 +8,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+PROBE = (
+    "import django; django.setup(); from django.conf import settings; "
+    "print(settings.DATABASES['default']['ENGINE'], settings.CHANNEL_LAYERS['default']['BACKEND'])"
+)
 
 
 def start(tmp_path, **env):
     base = {k: v for k, v in os.environ.items() if not k.startswith(("VXLANMGR_", "DATABASE_URL", "REDIS_URL"))}
     base.update({"VXLANMGR_VAR_DIR": str(tmp_path), "DJANGO_SETTINGS_MODULE": "vxlanmgr.settings"}, **env)
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; print(settings.DATABASES['default']['ENGINE'], settings.CHANNEL_LAYERS['default']['BACKEND'])"],
+        [sys.executable, "-c", PROBE],
         cwd=ROOT, env=base, capture_output=True, text=True, timeout=60,
     )
 
