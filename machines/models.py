@@ -23,10 +23,25 @@ class Machine(models.Model):
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
     last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
 
+    # Monitor state, kept in the database so a restarted monitor continues where it stopped.
+    consecutive_failures = models.PositiveIntegerField(_("consecutive failures"), default=0)
+    check_interval = models.PositiveIntegerField(_("check interval (s)"), null=True, blank=True)
+    next_check_at = models.DateTimeField(_("next check"), default=timezone.now)
+    last_checked_at = models.DateTimeField(_("last checked"), null=True, blank=True)
+    last_rtt_ms = models.FloatField(_("last round trip (ms)"), null=True, blank=True)
+    last_failure_kind = models.CharField(_("last failure"), max_length=16, blank=True)
+    unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+
     class Meta:
         verbose_name = _("machine")
         verbose_name_plural = _("machines")
-        indexes = [models.Index(fields=["status", "hostname"]), models.Index(fields=["hostname"])]
+        indexes = [
+            models.Index(fields=["status", "hostname"]),
+            models.Index(fields=["hostname"]),
+            models.Index(fields=["next_check_at"]),
+        ]
 
     def __str__(self) -> str:
         return f"{self.hostname} ({self.ip_address})"
