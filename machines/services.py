@@ -1,11 +1,17 @@
-"""Every write to machines goes through here, so logging and live pushes can never be skipped."""
+"""Every write to machines goes through here, so logging, scheduling and live pushes can never be skipped."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
+
+from monitoring import broadcast
+from monitoring.models import PingResult
+from monitoring.rules import Decision, Outcome, Policy, State, after_reregistration, decide
 
 from .models import FailureLog, Machine
 from .validation import Registration
@@ -22,6 +28,24 @@ class MachineLimitReached(Exception):
 class RegisterResult:
     machine: Machine
     created: bool
+
+
+def policy() -> Policy:
+    return Policy(
+        check_interval=settings.CHECK_INTERVAL,
+        retry_interval=settings.RETRY_INTERVAL,
+        failure_threshold=settings.FAILURE_THRESHOLD,
+        backoff_max=settings.BACKOFF_MAX,
+    )
+
+
+def _state(machine: Machine) -> State:
+    return State(
+        status=machine.status,
+        failures=machine.consecutive_failures,
+        interval=machine.check_interval,
+        unreachable_since=machine.unreachable_since,
+    )
 
 
 def _lock_creations() -> None:
@@ -53,11 +77,13 @@ def register_machine(data: Registration) -> RegisterResult:
                         extra_data=data.extra_data,
                         registered_at=now,
                         last_registered_at=now,
+                        next_check_at=now,
                     )
                     created = True
                 else:
                     _apply_update(machine, data, now)
                     created = False
+                broadcast.push_after_commit(broadcast.event(changed=[machine.pk], created=created))
             return RegisterResult(machine, created)
         except IntegrityError:
             # Another request created this IP between our read and our insert: update that row instead.
@@ -65,17 +91,131 @@ def register_machine(data: Registration) -> RegisterResult:
     raise IntegrityError(f"could not register {data.ip_address} after concurrent retries")
 
 
-def _apply_update(machine: Machine, data: Registration, now) -> None:
+def _apply_update(machine: Machine, data: Registration, now: datetime) -> None:
     if machine.mac_address != data.mac_address:
         FailureLog.snapshot(
             machine,
             FailureLog.Kind.MAC_CHANGED,
-            _("MAC address changed from %(old)s to %(new)s; check for an address conflict.")
-            % {"old": machine.mac_address, "new": data.mac_address},
+            f"MAC address changed from {machine.mac_address} to {data.mac_address}; check for an address conflict.",
         ).save()
     machine.hostname = data.hostname
     machine.mac_address = data.mac_address
     machine.vni = data.vni
     machine.extra_data = data.extra_data
     machine.last_registered_at = now
+    state, delay = after_reregistration(_state(machine), policy())
+    if delay is not None:
+        machine.check_interval = state.interval
+        machine.next_check_at = now + timedelta(seconds=delay)
+        # A check already in flight started before the reboot; its result must not overwrite this schedule.
+        machine.claim_token = ""
+        machine.claimed_until = None
     machine.save()
+
+
+def claim_due(token: str, limit: int, lease: timedelta, now: datetime | None = None) -> list[Machine]:
+    """Claim up to `limit` machines whose check is due, so no other monitor checks them meanwhile."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = (
+            Machine.objects.select_for_update(skip_locked=True)
+            .filter(next_check_at__lte=now)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("next_check_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        ids = list(due)
+        if not ids:
+            return []
+        Machine.objects.filter(pk__in=ids).update(claimed_until=now + lease, claim_token=token)
+    return list(
+        Machine.objects.filter(pk__in=ids, claim_token=token).only(
+            "pk", "ip_address", "hostname", "status", "next_check_at"
+        )
+    )
+
+
+@dataclass
+class CheckRecord:
+    machine_id: int
+    outcome: Outcome
+    loss: float = 0.0
+
+
+_CHECK_FIELDS = [
+    "status", "consecutive_failures", "check_interval", "unreachable_since", "next_check_at", "last_checked_at",
+    "last_rtt_ms", "last_failure_kind", "last_seen_at", "claimed_until", "claim_token", "updated_at",
+]
+
+
+@dataclass
+class StatusChange:
+    machine: Machine
+    previous: str
+    decision: Decision
+
+
+def record_checks(token: str, records: Iterable[CheckRecord], now: datetime | None = None) -> list[StatusChange]:
+    """Apply a batch of check results in one transaction; returns the machines whose status changed.
+
+    Machines deleted, re-registered or claimed by someone else since the claim are skipped.
+    """
+    now = now or timezone.now()
+    by_id = {record.machine_id: record for record in records}
+    rules = policy()
+    changed: list[StatusChange] = []
+    with transaction.atomic():
+        machines = list(Machine.objects.select_for_update().filter(pk__in=list(by_id), claim_token=token))
+        pings, logs = [], []
+        for machine in machines:
+            record = by_id[machine.pk]
+            decision = decide(_state(machine), record.outcome, rules, now)
+            if decision.state.status != machine.status:
+                changed.append(StatusChange(machine, machine.status, decision))
+                machine.updated_at = now
+            if decision.event:
+                detail = _event_detail(machine, decision, record.outcome)
+                logs.append(FailureLog.snapshot(machine, decision.event, detail))
+            _apply_decision(machine, decision, record.outcome, now)
+            pings.append(
+                PingResult(
+                    machine_id=machine.pk,
+                    checked_at=now,
+                    ok=record.outcome.ok,
+                    rtt_ms=record.outcome.rtt_ms,
+                    loss=record.loss,
+                    failure=record.outcome.failure,
+                )
+            )
+        Machine.objects.bulk_update(machines, _CHECK_FIELDS, batch_size=500)
+        PingResult.objects.bulk_create(pings, batch_size=1000)
+        FailureLog.objects.bulk_create(logs)
+    return changed
+
+
+def _apply_decision(machine: Machine, decision: Decision, outcome: Outcome, now: datetime) -> None:
+    state = decision.state
+    machine.status = state.status
+    machine.consecutive_failures = state.failures
+    machine.check_interval = state.interval
+    machine.unreachable_since = state.unreachable_since
+    machine.next_check_at = now + timedelta(seconds=decision.next_delay)
+    machine.last_checked_at = now
+    machine.last_failure_kind = outcome.failure
+    if outcome.ok:
+        machine.last_seen_at = now
+        machine.last_rtt_ms = outcome.rtt_ms
+    machine.claimed_until = None
+    machine.claim_token = ""
+
+
+def _event_detail(machine: Machine, decision: Decision, outcome: Outcome) -> str:
+    if decision.event == "unreachable":
+        rtt = f"{machine.last_rtt_ms:.2f} ms" if machine.last_rtt_ms is not None else "never answered"
+        return (
+            f"{decision.state.failures} consecutive failed checks; failure: {outcome.failure or 'unknown'}; "
+            f"last round trip seen: {rtt}"
+        )
+    seconds = int(decision.outage.total_seconds()) if decision.outage else 0
+    rtt = f"{outcome.rtt_ms:.2f} ms" if outcome.rtt_ms is not None else "unknown"
+    return f"answered again after an outage of {timedelta(seconds=seconds)}; round trip {rtt}"

@@ -23,6 +23,9 @@ class PingResult(models.Model):
         verbose_name_plural = _("ping results")
         indexes = [models.Index(fields=["machine", "-checked_at"]), models.Index(fields=["checked_at"])]
 
+    def __str__(self) -> str:
+        return f"{self.machine_id} {self.checked_at:%Y-%m-%d %H:%M:%S} {'ok' if self.ok else self.failure}"
+
 
 class MonitorHeartbeat(models.Model):
     """One row per monitor process, so the dashboard can say when nobody is checking."""

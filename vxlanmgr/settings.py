@@ -186,7 +186,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # A file (not memory) so monitor subprocesses under test can share it; one per run so runs never collide.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = env_str(
         "VXLANMGR_DB_APPLICATION_NAME", "vxlanmgr"
@@ -281,6 +282,18 @@ REGISTER_RATE_PER_IP = env_rate("VXLANMGR_REGISTER_RATE_PER_IP", "30/m")
 # A boot storm of every allowed machine must fit in one minute, with room for retries.
 REGISTER_RATE_GLOBAL = env_rate("VXLANMGR_REGISTER_RATE_GLOBAL", f"{max(MAX_MACHINES * 2, 600)}/m")
 LOGIN_RATE = env_rate("VXLANMGR_LOGIN_RATE", "10/m")
+
+# Monitoring: how hosts are checked and when they count as unreachable.
+PING_COUNT = env_int("VXLANMGR_PING_COUNT", 2, minimum=1, maximum=10)
+PING_TIMEOUT = env_float("VXLANMGR_PING_TIMEOUT", 1.0)
+CHECK_INTERVAL = env_int("VXLANMGR_CHECK_INTERVAL", 60, minimum=1)
+RETRY_INTERVAL = env_int("VXLANMGR_RETRY_INTERVAL", 10, minimum=1)
+FAILURE_THRESHOLD = env_int("VXLANMGR_FAILURE_THRESHOLD", 3, minimum=1)
+BACKOFF_MAX = env_int("VXLANMGR_BACKOFF_MAX", 3600, minimum=1)
+PING_CONCURRENCY = env_int("VXLANMGR_PING_CONCURRENCY", 1000, minimum=1, maximum=65000)
+PING_RETENTION_DAYS = env_int("VXLANMGR_PING_RETENTION_DAYS", 7, minimum=1)
+# `make run` (the embedded default) runs the monitor inside the web process; production runs it apart.
+EMBEDDED_MONITOR = env_bool("VXLANMGR_EMBEDDED_MONITOR", EMBEDDED)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 

@@ -1,3 +1,4 @@
+import itertools
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given, settings
@@ -114,5 +115,5 @@ def test_events_alternate_and_match_status_changes(policy, outcomes):
             assert before != state.status
         else:
             assert before == state.status or before == PENDING
-    assert all(a != b for a, b in zip(events, events[1:], strict=False))
+    assert all(a != b for a, b in itertools.pairwise(events))
     assert not events or events[0] == "unreachable"
