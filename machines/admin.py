@@ -10,8 +10,18 @@ class MachineAdmin(admin.ModelAdmin):
     list_display = ("hostname", "ip_address", "mac_address", "vni", "status", "last_seen_at", "registered_at")
     list_filter = ("status", "vni")
     search_fields = ("hostname", "ip_address", "mac_address")
-    readonly_fields = ("status", "registered_at", "last_registered_at", "updated_at", "last_seen_at")
     ordering = ("hostname",)
+
+    # Machines change only through the register API and the dashboard's confirmed delete, which validate,
+    # log and push every change; the admin is for looking things up.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(FailureLog)

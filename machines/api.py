@@ -8,7 +8,6 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_GET
 
 from . import queries
 from .http import client_ip, json_error, json_field_errors, rate_limited
@@ -20,6 +19,7 @@ from .validation import InvalidInput, normalise_ip, parse_registration
 MAX_BODY_BYTES = 16 * 1024
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 500
+MAX_PAGE = 1_000_000
 
 
 def _unauthorized(request: HttpRequest) -> JsonResponse:
@@ -47,10 +47,10 @@ def _reader(request: HttpRequest) -> JsonResponse | None:
 
 
 def _read_json(request: HttpRequest) -> object | JsonResponse:
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
+    raw_length = request.META.get("CONTENT_LENGTH") or "0"
+    if not (raw_length.isascii() and raw_length.isdigit()):
+        return json_field_errors({"body": [_("The Content-Length header is not a number.")]})
+    declared = int(raw_length)
     too_big = json_error(413, _("The body is larger than %(n)d bytes.") % {"n": MAX_BODY_BYTES})
     if declared > MAX_BODY_BYTES:
         return too_big
@@ -118,7 +118,7 @@ def _detail(request: HttpRequest, key: str) -> HttpResponse:
     denied = _reader(request)
     if denied:
         return denied
-    if not key.isdigit() or len(key) > 18:
+    if not (key.isascii() and key.isdigit()) or len(key) > 18:
         return json_error(404, _("No machine with id %(id)s.") % {"id": key})
     machine = Machine.objects.filter(pk=int(key)).first()
     if machine is None:
@@ -133,23 +133,29 @@ def machine_item(request: HttpRequest, key: str) -> HttpResponse:
         return _register(request, key)
     if request.method in ("GET", "HEAD"):
         return _detail(request, key)
-    response = json_error(405, _("Method not allowed."))
-    response["Allow"] = "GET, HEAD, PUT"
-    return response
+    return _method_not_allowed("GET, HEAD, PUT")
 
 
-def _positive_int(raw: str | None, default: int, maximum: int | None = None) -> int:
+def _positive_int(raw: str | None, default: int, maximum: int) -> int:
     if raw in (None, ""):
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         raise ValueError(_("Must be a whole number of at least 1."))
-    if maximum is not None and int(raw) > maximum:
+    if int(raw) > maximum:
         raise ValueError(_("Must be at most %(n)d.") % {"n": maximum})
     return int(raw)
 
 
-@require_GET
+def _method_not_allowed(allowed: str) -> JsonResponse:
+    response = json_error(405, _("Method not allowed."))
+    response["Allow"] = allowed
+    return response
+
+
+@csrf_exempt
 def machine_list(request: HttpRequest) -> HttpResponse:
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed("GET, HEAD")
     denied = _reader(request)
     if denied:
         return denied
@@ -158,7 +164,7 @@ def machine_list(request: HttpRequest) -> HttpResponse:
     if status and status not in Machine.Status.values:
         errors["status"] = [_("Must be one of: %(values)s.") % {"values": ", ".join(Machine.Status.values)}]
     try:
-        page = _positive_int(request.GET.get("page"), 1)
+        page = _positive_int(request.GET.get("page"), 1, MAX_PAGE)
     except ValueError as exc:
         errors["page"] = [str(exc)]
     try:

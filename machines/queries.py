@@ -5,6 +5,7 @@ from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
 from .models import Machine
 
 MAX_QUERY_LENGTH = 100
+PAGE_SIZE = 100
 # Problems first: an operator opens the dashboard to see what is down.
 _STATUS_RANK = Case(
     When(status=Machine.Status.UNREACHABLE, then=Value(0)),

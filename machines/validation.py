@@ -37,6 +37,8 @@ def normalise_ip(value: object) -> str:
     """The canonical text of an IPv4 or IPv6 address; IPv4-mapped IPv6 becomes plain IPv4."""
     if not isinstance(value, str) or not value or len(value) > 45:
         raise ValueError(_("Enter a valid IPv4 or IPv6 address."))
+    if "%" in value:
+        raise ValueError(_("Leave out the zone (the part after %); the address alone identifies the machine."))
     try:
         address = ipaddress.ip_address(value.strip())
     except ValueError:

@@ -1,7 +1,8 @@
+from functools import wraps
+
 from django.conf import settings
 from django.contrib.auth import logout
-from django.contrib.auth.decorators import login_required
-from django.contrib.auth.views import LoginView
+from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -10,12 +11,13 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
+from django_htmx.http import HttpResponseClientRedirect
+
+from monitoring.status import monitor_problem
 
 from . import queries
 from .http import client_ip, rate_limited
 from .models import Machine
-
-DASHBOARD_PAGE_SIZE = 100
 
 
 def _partial_or_page(request: HttpRequest, page: str, partial: str, context: dict) -> HttpResponse:
@@ -39,17 +41,33 @@ def _page_url(filters: dict, number: int | None) -> str:
     return reverse("machines-dashboard") + "?" + urlencode(params)
 
 
-@login_required
+def _login_required(view):
+    """Like login_required, but an htmx request is told to load the login page instead of swapping it in."""
+
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request.user.is_authenticated:
+            return view(request, *args, **kwargs)
+        if request.htmx:
+            back = request.htmx.current_url_abs_path or "/"
+            return HttpResponseClientRedirect(f"{reverse('login')}?{urlencode({'next': back})}")
+        return redirect_to_login(request.get_full_path())
+
+    return wrapped
+
+
+@_login_required
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
     filters = _filters(request)
     machines = queries.problems_first(queries.search(**filters))
-    page = Paginator(machines, DASHBOARD_PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(machines, queries.PAGE_SIZE).get_page(request.GET.get("page"))
     context = {
         "page": page,
         "machines": page.object_list,
         "filters": filters,
         "counts": queries.status_counts(),
+        "monitor_problem": monitor_problem(),
         "statuses": Machine.Status.choices,
         "previous_url": _page_url(filters, page.previous_page_number() if page.has_previous() else None),
         "next_url": _page_url(filters, page.next_page_number() if page.has_next() else None),

@@ -15,8 +15,9 @@ class TestLoginProtection:
         assert "/login/" in response["Location"]
 
     def test_htmx_fragments_are_protected_too(self, client):
-        response = client.get("/", HTTP_HX_REQUEST="true")
-        assert response.status_code == 302
+        response = client.get("/?q=web", HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/?q=web")
+        assert response["HX-Redirect"] == "/login/?next=%2F%3Fq%3Dweb"
+        assert b"machine" not in response.content
 
     def test_login_and_logout(self, client, operator):
         page = client.get("/login/")

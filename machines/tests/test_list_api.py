@@ -51,3 +51,22 @@ class TestMachineListApi:
     def test_page_size_500_is_allowed(self, client, api_token):
         assert get(client, "/api/machines", api_token, page_size=500).status_code == 200
         assert Machine.objects.count() == 0
+
+
+@pytest.mark.django_db
+class TestOddInput:
+    def test_unicode_digits_are_not_ids_or_pages(self, client, api_token, make_machine):
+        make_machine()
+        assert get(client, "/api/machines/١", api_token).status_code == 404
+        assert get(client, "/api/machines/²", api_token).status_code == 404
+        assert get(client, "/api/machines", api_token, page="²").status_code == 400
+        assert get(client, "/api/machines", api_token, page_size="٣").status_code == 400
+
+    def test_an_absurd_page_is_a_400_not_a_500(self, client, api_token):
+        response = get(client, "/api/machines", api_token, page="99999999999999999999")
+        assert response.status_code == 400 and "page" in response.json()["errors"]
+
+    def test_the_list_answers_json_405_for_other_methods(self, client, api_token):
+        response = client.post("/api/machines", HTTP_AUTHORIZATION=f"Bearer {api_token}")
+        assert response.status_code == 405 and response["Allow"] == "GET, HEAD"
+        assert "error" in response.json()

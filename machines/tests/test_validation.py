@@ -134,3 +134,8 @@ def test_parse_registration_names_every_bad_field_at_once():
     with pytest.raises(InvalidInput) as exc:
         parse_registration("10.0.0.1", {"hostname": "-x", "mac_address": "zz", "vni": -1, "extra_data": [], "y": 1})
     assert set(exc.value.errors) == {"hostname", "mac_address", "vni", "extra_data", "body"}
+
+
+def test_ipv6_zone_ids_are_rejected_with_a_reason():
+    with pytest.raises(ValueError, match="zone"):
+        normalise_ip("fe80::1%eth0")

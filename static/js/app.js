@@ -44,6 +44,40 @@
     // Polling is the fallback: while the live channel is connected it pushes every change instead.
     setInterval(function () { if (!window.vxlanmgr.live) refreshList(); }, REFRESH_MS);
   });
+  // The live channel: badge, re-sync after a reconnect, and reconnecting where htmx's ws extension gives up.
+  let opened = false;
+  let retries = 0;
+  function setBadge(state) {
+    const badge = document.getElementById("live-badge");
+    if (!badge) return;
+    badge.dataset.state = state;
+    badge.textContent = badge.dataset["label" + state.charAt(0).toUpperCase() + state.slice(1)] || state;
+  }
+  document.addEventListener("htmx:wsOpen", function () {
+    window.vxlanmgr.live = true;
+    retries = 0;
+    setBadge("live");
+    if (opened) refreshList();  // anything missed while disconnected is re-read
+    opened = true;
+  });
+  document.addEventListener("htmx:wsClose", function (event) {
+    window.vxlanmgr.live = false;
+    setBadge("reconnecting");
+    const code = event.detail && event.detail.event ? event.detail.event.code : 0;
+    // The extension itself retries only after abnormal closes; a server restart may close normally.
+    if ([1006, 1011, 1012, 1013].indexOf(code) < 0 && event.detail && event.detail.socketWrapper) {
+      const delay = Math.min(30000, 1000 * Math.pow(2, retries++)) * (0.5 + Math.random() / 2);
+      setTimeout(function () { event.detail.socketWrapper.reconnect(); }, delay);
+    }
+  });
+  document.addEventListener("htmx:wsAfterMessage", function () {
+    const signal = document.getElementById("live-signal");
+    if (signal && signal.dataset.refresh) {
+      delete signal.dataset.refresh;
+      refreshList();
+    }
+  });
+
   document.addEventListener("htmx:afterSwap", function (event) { updateRelativeTimes(event.target); });
   document.addEventListener("htmx:oobAfterSwap", function (event) { updateRelativeTimes(event.target); });
 })();

@@ -1,0 +1,31 @@
+"""`manage.py monitor`: the liveness daemon, one asyncio process beside the web server."""
+
+import asyncio
+import logging
+import signal
+
+from django.core.management.base import BaseCommand, CommandError
+
+from monitoring.pinger import PingerUnavailable
+from monitoring.sweep import Monitor
+
+logger = logging.getLogger("vxlanmgr.monitor")
+
+
+class Command(BaseCommand):
+    help = "Ping every registered machine, track failures and recoveries, and push changes to dashboards."
+
+    def handle(self, *args, **options):
+        monitor = Monitor()
+        try:
+            monitor.start_pinger()
+        except PingerUnavailable as exc:
+            raise CommandError(str(exc)) from None
+        asyncio.run(self._run(monitor))
+
+    async def _run(self, monitor: Monitor) -> None:
+        loop = asyncio.get_running_loop()
+        # Handlers only ask the loop to stop; the loop finishes the writes in flight and returns.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, monitor.stop)
+        await monitor.run()
