@@ -26,8 +26,7 @@ migrate: $(VENV)/.runtime
 
 run: migrate
 	$(PY) manage.py bootstrap
-	@echo "vxlanmgr: http://$(HOST):$(PORT)/  (Ctrl-C stops it)"
-	$(PY) -m daphne -b $(HOST) -p $(PORT) vxlanmgr.asgi:application
+	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 # Tests never see a real secret; the suite may run against PostgreSQL (DATABASE_URL) where one is required.
 test: export VXLANMGR_SECRET_KEY ?= test-only-not-a-secret

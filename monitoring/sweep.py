@@ -79,14 +79,22 @@ class Monitor:
         self.pinger = self.pinger_factory()
         self.mode = getattr(self.pinger, "mode", "")
 
-    async def run(self) -> None:
+    async def run(self, keep_reporting: bool = False) -> None:
+        """Check machines until stopped. Without ICMP, raise PingerUnavailable, or with keep_reporting
+        stay up and keep saying why in the heartbeat, so the dashboard can show it."""
         if self.pinger is None:
             try:
                 self.start_pinger()
             except PingerUnavailable as exc:
                 self.error = str(exc)
-                await self._beat_safely()
-                raise
+                logger.error("cannot send pings: %s", exc)
+                if not keep_reporting:
+                    await self._beat_safely()
+                    raise
+                while not self.shutdown.is_set():
+                    await self._beat_safely()
+                    await self._sleep(HEARTBEAT_EVERY)
+                return
         logger.info("monitor %s started (%s ICMP sockets)", self.name, self.mode or "default")
         tasks = [asyncio.create_task(coro) for coro in (self._housekeeping(),)]
         backoff = 1.0

@@ -1,0 +1,69 @@
+"""`manage.py serve`: Daphne, and in the embedded default the monitor too, in one process.
+
+One process is what lets the zero-configuration set-up use the in-memory channel layer: the monitor's
+pushes reach the dashboard sockets without Redis.
+"""
+
+# Daphne installs Twisted's asyncio reactor when its server module is imported; that must come first.
+from daphne.server import Server, twisted_loop  # isort: skip
+
+import logging
+
+from daphne.endpoints import build_endpoint_description_strings
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from twisted.internet import defer, reactor
+
+from monitoring.sweep import Monitor
+
+logger = logging.getLogger("vxlanmgr.serve")
+
+
+class Command(BaseCommand):
+    help = "Serve the web application with Daphne; with the embedded default, run the monitor in-process too."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--unix-socket", help="listen on this Unix socket instead of host and port")
+        parser.add_argument(
+            "--monitor", choices=["auto", "yes", "no"], default="auto",
+            help="run the monitor in this process (auto: only in the embedded default)",
+        )
+
+    def handle(self, *args, host, port, unix_socket, monitor, **options):
+        from vxlanmgr.asgi import application
+
+        run_monitor = settings.EMBEDDED_MONITOR if monitor == "auto" else monitor == "yes"
+        endpoints = build_endpoint_description_strings(
+            host=None if unix_socket else host, port=None if unix_socket else port, unix_socket=unix_socket
+        )
+        self.monitor = Monitor() if run_monitor else None
+        server = Server(
+            application=application,
+            endpoints=endpoints,
+            ready_callable=self._ready,
+            action_logger=None,
+            verbosity=0,
+        )
+        where = unix_socket or f"http://{host}:{port}/"
+        self.stdout.write(f"vxlanmgr serving on {where}" + (" with the monitor in-process" if run_monitor else ""))
+        server.run()
+
+    def _ready(self) -> None:
+        if self.monitor is None:
+            return
+        task = twisted_loop.create_task(self._run_monitor())
+        # On SIGINT/SIGTERM Daphne stops the reactor; let the monitor finish its writes first.
+        reactor.addSystemEventTrigger("before", "shutdown", self._stop_monitor, task)
+
+    async def _run_monitor(self) -> None:
+        try:
+            # Without ICMP the web side stays up and the dashboard shows why in a banner.
+            await self.monitor.run(keep_reporting=True)
+        except Exception:
+            logger.exception("the in-process monitor stopped")
+
+    def _stop_monitor(self, task):
+        self.monitor.stop()
+        return defer.Deferred.fromFuture(task)
