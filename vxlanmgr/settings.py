@@ -14,7 +14,8 @@ VAR_DIR = Path(os.environ.get("VXLANMGR_VAR_DIR", BASE_DIR / "var"))
 
 
 def env_str(name: str, default: str = "") -> str:
-    return os.environ.get(name, default).strip()
+    # An empty value (NAME= in an env file) means "use the default", as if it were unset.
+    return os.environ.get(name, "").strip() or default
 
 
 def env_bool(name: str, default: bool = False) -> bool:
