@@ -42,6 +42,12 @@ def _fresh_cache():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # Real hashing costs ~0.3 s per user; tests check behaviour, not key stretching.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def operator(django_user_model):
     return django_user_model.objects.create_user("operator", password="correct horse battery")

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from . import queries
+from . import queries, services
 from .http import client_ip, json_error, json_field_errors, rate_limited
 from .models import ApiToken, Machine
 from .services import MachineLimitReached, register_machine
@@ -126,14 +126,38 @@ def _detail(request: HttpRequest, key: str) -> HttpResponse:
     return JsonResponse(machine.to_dict())
 
 
+def _delete(request: HttpRequest, key: str) -> HttpResponse:
+    token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
+    if token is None:
+        return _unauthorized(request)
+    if token.scope != ApiToken.Scope.API:
+        return json_error(403, _("Deleting machines needs an API token."))
+    if not (key.isascii() and key.isdigit()) or len(key) > 18:
+        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
+    force = request.GET.get("force", "").lower() in {"1", "true", "yes"}
+    try:
+        services.delete_machine(int(key), actor=f"API token {token.name}", force=force)
+    except services.AlreadyDeleted:
+        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
+    except services.NotUnreachable as exc:
+        return json_error(
+            409,
+            _("%(host)s is %(status)s, not unreachable; add ?force=true to delete it anyway.")
+            % {"host": exc.machine.hostname, "status": exc.machine.status},
+        )
+    return HttpResponse(status=204)
+
+
 @csrf_exempt
 def machine_item(request: HttpRequest, key: str) -> HttpResponse:
-    # PUT takes an IP address (hosts know theirs), GET takes the id the API handed out.
+    # PUT takes an IP address (hosts know theirs); GET and DELETE take the id the API handed out.
     if request.method == "PUT":
         return _register(request, key)
     if request.method in ("GET", "HEAD"):
         return _detail(request, key)
-    return _method_not_allowed("GET, HEAD, PUT")
+    if request.method == "DELETE":
+        return _delete(request, key)
+    return _method_not_allowed("GET, HEAD, PUT, DELETE")
 
 
 def _positive_int(raw: str | None, default: int, maximum: int) -> int:

@@ -1,4 +1,5 @@
 import hashlib
+import json
 import secrets
 
 from django.db import models
@@ -46,6 +47,10 @@ class Machine(models.Model):
     def __str__(self) -> str:
         return f"{self.hostname} ({self.ip_address})"
 
+    @property
+    def extra_data_pretty(self) -> str:
+        return json.dumps(self.extra_data, indent=2, ensure_ascii=False, sort_keys=True)
+
     def to_dict(self) -> dict:
         return {
             "id": self.pk,
@@ -83,6 +88,7 @@ class FailureLog(models.Model):
     mac_address = models.CharField(_("MAC address"), max_length=17)
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
     detail = models.TextField(_("detail"), blank=True)
+    actor = models.CharField(_("by"), max_length=150, blank=True)
     created_at = models.DateTimeField(_("time"), default=timezone.now, db_index=True)
 
     class Meta:

@@ -24,6 +24,18 @@ class MachineLimitReached(Exception):
     pass
 
 
+class NotUnreachable(Exception):
+    """Only machines that stopped answering may be deleted, unless the caller forces it."""
+
+    def __init__(self, machine: Machine):
+        super().__init__(machine.status)
+        self.machine = machine
+
+
+class AlreadyDeleted(Exception):
+    pass
+
+
 @dataclass
 class RegisterResult:
     machine: Machine
@@ -219,3 +231,28 @@ def _event_detail(machine: Machine, decision: Decision, outcome: Outcome) -> str
     seconds = int(decision.outage.total_seconds()) if decision.outage else 0
     rtt = f"{outcome.rtt_ms:.2f} ms" if outcome.rtt_ms is not None else "unknown"
     return f"answered again after an outage of {timedelta(seconds=seconds)}; round trip {rtt}"
+
+
+def delete_machine(pk: int, actor: str, force: bool = False) -> FailureLog:
+    """Delete a machine with its ping results, leaving a `deleted` log entry with its last known state."""
+    with transaction.atomic():
+        machine = Machine.objects.select_for_update().filter(pk=pk).first()
+        if machine is None:
+            raise AlreadyDeleted(pk)
+        if machine.status != Machine.Status.UNREACHABLE and not force:
+            raise NotUnreachable(machine)
+        since = machine.unreachable_since.isoformat() if machine.unreachable_since else "-"
+        seen = machine.last_seen_at.isoformat() if machine.last_seen_at else "never"
+        entry = FailureLog.snapshot(
+            machine,
+            FailureLog.Kind.DELETED,
+            f"deleted while {machine.status}; VNI {machine.vni if machine.vni is not None else '-'}; "
+            f"unreachable since {since}; last seen {seen}",
+        )
+        entry.actor = actor[:150]
+        entry.machine = None
+        entry.save()
+        PingResult.objects.filter(machine_id=pk).delete()
+        machine.delete()
+        broadcast.push_after_commit(broadcast.event(deleted=[pk]))
+    return entry

@@ -1,6 +1,7 @@
 from functools import wraps
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import logout
 from django.contrib.auth.views import LoginView, redirect_to_login
 from django.core.paginator import Paginator
@@ -11,19 +12,22 @@ from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
-from django_htmx.http import HttpResponseClientRedirect
+from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
 from monitoring.status import monitor_problem
 
-from . import queries
+from . import queries, services
 from .http import client_ip, rate_limited
-from .models import Machine
+from .models import FailureLog, Machine
+
+RECENT_PINGS = 50
+RECENT_LOG = 50
 
 
-def _partial_or_page(request: HttpRequest, page: str, partial: str, context: dict) -> HttpResponse:
+def _partial_or_page(request: HttpRequest, page: str, partial: str, context: dict, status: int = 200) -> HttpResponse:
     """htmx asks for the fragment it swaps; a normal visit (or a bookmark) gets the whole page."""
     template = partial if request.htmx and not request.htmx.boosted else page
-    return render(request, template, context)
+    return render(request, template, context, status=status)
 
 
 def _filters(request: HttpRequest) -> dict:
@@ -73,6 +77,52 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "next_url": _page_url(filters, page.next_page_number() if page.has_next() else None),
     }
     return _partial_or_page(request, "machines/dashboard.html", "machines/_list.html", context)
+
+
+def _find(pk: int) -> Machine | None:
+    return Machine.objects.filter(pk=pk).first()
+
+
+@_login_required
+def machine_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    machine = _find(pk)
+    if machine is None:
+        return render(request, "machines/gone.html", {"pk": pk}, status=404)
+    context = {
+        "machine": machine,
+        "pings": machine.ping_results.order_by("-checked_at")[:RECENT_PINGS],
+        "log_entries": FailureLog.objects.filter(machine=machine)[:RECENT_LOG],
+    }
+    return render(request, "machines/detail.html", context)
+
+
+@_login_required
+@vary_on_headers("HX-Request")
+def confirm_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """The confirmation, rendered by the server so it shows the machine as it is now."""
+    machine = _find(pk)
+    return _confirmation(request, {"machine": machine, "pk": pk}, 404 if machine is None else 200)
+
+
+def _confirmation(request: HttpRequest, context: dict, status: int) -> HttpResponse:
+    return _partial_or_page(request, "machines/confirm_delete.html", "machines/_confirm_delete.html", context, status)
+
+
+@_login_required
+@require_POST
+def delete(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        entry = services.delete_machine(pk, actor=request.user.get_username())
+    except services.AlreadyDeleted:
+        return _confirmation(request, {"machine": None, "pk": pk}, 404)
+    except services.NotUnreachable as exc:
+        return _confirmation(request, {"machine": exc.machine, "pk": pk, "conflict": True}, 409)
+    if not request.htmx:
+        done = _("%(host)s (%(ip)s) was deleted.") % {"host": entry.hostname, "ip": entry.ip_address}
+        messages.success(request, done)
+        return redirect("machines-dashboard")
+    response = render(request, "machines/_deleted.html", {"entry": entry, "pk": pk})
+    return trigger_client_event(response, "vxlanmgr:deleted", {"id": pk})
 
 
 class _RateLimitedLoginView(LoginView):

@@ -296,6 +296,44 @@ def get_item_by_address_instead_of_id(ctx: Ctx):
     return ctx.get("/api/machines/10.0.0.5", ctx.api_token)
 
 
+# DELETE /api/machines/{key}
+
+
+def _delete(ctx: Ctx, pk, token: str | None, query: str = ""):
+    headers = ctx.bearer(token) if token else {}
+    return ctx.client.delete(f"/api/machines/{pk}{query}", **headers)
+
+
+@scenario(ITEM, "delete", 204)
+def delete_unreachable_machine(ctx: Ctx):
+    return _delete(ctx, ctx.make_machine(status=Machine.Status.UNREACHABLE).pk, ctx.api_token)
+
+
+@scenario(ITEM, "delete", 204)
+def delete_active_machine_forced(ctx: Ctx):
+    return _delete(ctx, ctx.make_machine(status=Machine.Status.ACTIVE).pk, ctx.api_token, "?force=true")
+
+
+@scenario(ITEM, "delete", 401)
+def delete_without_token(ctx: Ctx):
+    return _delete(ctx, ctx.make_machine(status=Machine.Status.UNREACHABLE).pk, None)
+
+
+@scenario(ITEM, "delete", 403)
+def delete_with_register_token(ctx: Ctx):
+    return _delete(ctx, ctx.make_machine(status=Machine.Status.UNREACHABLE).pk, ctx.register_token)
+
+
+@scenario(ITEM, "delete", 404)
+def delete_unknown_id(ctx: Ctx):
+    return _delete(ctx, 999999, ctx.api_token)
+
+
+@scenario(ITEM, "delete", 409)
+def delete_active_machine(ctx: Ctx):
+    return _delete(ctx, ctx.make_machine(status=Machine.Status.ACTIVE).pk, ctx.api_token)
+
+
 # GET /api/machines
 
 

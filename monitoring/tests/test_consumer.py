@@ -70,7 +70,8 @@ class TestDashboardConsumer:
             await show(communicator, machine)
             await broadcast.push(broadcast.event(changed=[machine.pk], announce={machine.pk: "unreachable"}))
             html = await communicator.receive_from(timeout=5)
-            assert f'<tr id="machine-{machine.pk}" class="machine-row row-unreachable flash" hx-swap-oob="true">' in html
+            row = f'<tr id="machine-{machine.pk}" class="machine-row row-unreachable flash" hx-swap-oob="true">'
+            assert row in html
             assert f'id="machine-card-{machine.pk}"' in html
             assert 'id="summary"' in html and "1 unreachable" in html
             assert "web-1 is now Unreachable." in html
@@ -79,7 +80,7 @@ class TestDashboardConsumer:
 
     async def test_each_socket_renders_in_its_own_language(self, layer, session_cookie):
         machine = await make(hostname="web-ja", ip_address="10.0.0.2", status="active")
-        communicator, connected = await connect(session_cookie, language="ja")
+        communicator, _connected = await connect(session_cookie, language="ja")
         try:
             await show(communicator, machine)
             await broadcast.push(broadcast.event(changed=[machine.pk]))

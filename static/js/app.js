@@ -78,6 +78,31 @@
     }
   });
 
-  document.addEventListener("htmx:afterSwap", function (event) { updateRelativeTimes(event.target); });
+  // The delete confirmation: the server renders it into a native <dialog>; this only opens and closes it.
+  document.addEventListener("htmx:afterSwap", function (event) {
+    updateRelativeTimes(event.target);
+    if (event.target.id === "confirm-dialog-body") {
+      const dialog = document.getElementById("confirm-dialog");
+      if (dialog && !dialog.open) dialog.showModal();
+    }
+  });
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest ? event.target.closest(".js-close-dialog") : null;
+    if (!button) return;
+    const dialog = button.closest("dialog");
+    if (dialog) dialog.close();
+  });
+  document.addEventListener("close", function (event) {
+    if (event.target.id === "confirm-dialog") {
+      document.getElementById("confirm-dialog-body").replaceChildren();
+    }
+  }, true);
+  document.addEventListener("vxlanmgr:deleted", function (event) {
+    const id = event.detail && event.detail.id;
+    ["machine-" + id, "machine-card-" + id].forEach(function (elementId) {
+      const element = document.getElementById(elementId);
+      if (element) element.remove();
+    });
+  });
   document.addEventListener("htmx:oobAfterSwap", function (event) { updateRelativeTimes(event.target); });
 })();
