@@ -29,7 +29,7 @@ class TestDeleteFromDashboard:
         assert response.status_code == 200 and "<html" not in html
         for text in ["Delete dead-1?", dead.ip_address, dead.mac_address, "77", "Unreachable since", "Last seen"]:
             assert text in html
-        assert 'hx-post="/machines/%d/delete/confirm"' % dead.pk in html
+        assert f'hx-post="/machines/{dead.pk}/delete/confirm"' in html
         assert Machine.objects.filter(pk=dead.pk).exists()
 
     def test_confirm_deletes_logs_and_removes_ping_results(self, operator_client, operator, dead):
