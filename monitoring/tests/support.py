@@ -1,0 +1,130 @@
+"""Running the real monitor (and Redis) as separate processes against the test database."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parents[2]
+PG_SOCKET_DIR = "/var/run/postgresql"
+
+
+def database_url() -> str:
+    """The test database as a URL a child process can use, even from inside a network namespace."""
+    settings = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{settings['NAME']}"
+    # Through the Unix socket: a monitor inside a namespace has no route to 127.0.0.1 of the host.
+    user = settings.get("USER") or "postgres"
+    return f"postgres://{user}@/{settings['NAME']}?host={PG_SOCKET_DIR}"
+
+
+def monitor_env(**overrides: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VXLANMGR_") and k not in {"REDIS_URL"}}
+    env.update(
+        DATABASE_URL=database_url(),
+        VXLANMGR_SECRET_KEY="monitor-under-test",
+        VXLANMGR_CHECK_INTERVAL="1",
+        VXLANMGR_RETRY_INTERVAL="1",
+        VXLANMGR_FAILURE_THRESHOLD="3",
+        VXLANMGR_BACKOFF_MAX="8",
+        VXLANMGR_PING_COUNT="1",
+        VXLANMGR_PING_TIMEOUT="0.5",
+        VXLANMGR_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+class MonitorProcess:
+    def __init__(self, argv_prefix: list[str], env: dict[str, str], log_path: Path):
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [*argv_prefix, sys.executable, "manage.py", "monitor"],
+            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def terminate(self, timeout: float = 10) -> tuple[int, float]:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        return code, time.monotonic() - started
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.log.close()
+
+
+@contextmanager
+def running_monitor(argv_prefix: list[str] | None = None, **env_overrides: str):
+    log_dir = Path(tempfile.mkdtemp(prefix="vxm-monitor-"))
+    monitor = MonitorProcess(argv_prefix or [], monitor_env(**env_overrides), log_dir / "monitor.log")
+    try:
+        yield monitor
+    finally:
+        monitor.stop()
+        shutil.rmtree(log_dir, ignore_errors=True)
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+
+
+@contextmanager
+def redis_on_unix_socket():
+    """A private redis-server reachable through a socket file, so processes in any namespace can share it."""
+    directory = Path(tempfile.mkdtemp(prefix="vxm-redis-"))
+    path = directory / "redis.sock"
+    server = RedisServer(path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class RedisServer:
+    def __init__(self, socket_path: Path):
+        self.socket_path = socket_path
+        self.url = f"unix://{socket_path}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", "0", "--unixsocket", str(self.socket_path), "--unixsocketperm", "777",
+             "--save", "", "--appendonly", "no", "--dir", str(self.socket_path.parent)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.socket_path.exists, 10, message="redis-server to listen")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.socket_path.unlink(missing_ok=True)
