@@ -14,10 +14,10 @@ logger = logging.getLogger("vxlanmgr.http")
 def client_ip(request: HttpRequest) -> str:
     """The caller's address; X-Forwarded-For is believed only when it comes through a trusted proxy."""
     remote = _parse(request.META.get("REMOTE_ADDR", ""))
-    if remote is None:
-        return ""
-    if not settings.TRUSTED_PROXIES or not _trusted(remote):
-        return str(remote)
+    # No peer address means a Unix socket: only a local proxy can be on the other end.
+    behind_proxy = remote is None or _trusted(remote)
+    if not settings.TRUSTED_PROXIES or not behind_proxy:
+        return str(remote) if remote else ""
     hops = [hop.strip() for hop in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if hop.strip()]
     # Walk from the nearest hop back, skipping our own proxies; the first untrusted hop is the client.
     for hop in reversed(hops):
@@ -26,7 +26,7 @@ def client_ip(request: HttpRequest) -> str:
             break
         if not _trusted(address):
             return str(address)
-    return str(remote)
+    return str(remote) if remote else ""
 
 
 def _parse(value: str):

@@ -212,3 +212,14 @@ class TestEnvironmentTokens:
         put(client, "127.0.0.1", raw)
         token.refresh_from_db()
         assert token.last_used_at is not None
+
+
+@pytest.mark.django_db
+def test_a_unix_socket_peer_counts_as_a_local_proxy_when_proxies_are_trusted(client, register_token, settings):
+    import ipaddress
+
+    settings.TRUSTED_PROXIES = [ipaddress.ip_network("127.0.0.1/32")]
+    response = put(client, "10.9.9.9", register_token, remote="", HTTP_X_FORWARDED_FOR="10.9.9.9")
+    assert response.status_code == 201
+    settings.TRUSTED_PROXIES = []
+    assert put(client, "10.9.9.8", register_token, remote="", HTTP_X_FORWARDED_FOR="10.9.9.8").status_code == 403
