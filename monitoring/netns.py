@@ -45,8 +45,10 @@ class NetnsError(RuntimeError):
 def _run(argv: Sequence[str], *, input: str | None = None, check: bool = True, timeout: float = 60):
     proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
-        raise NetnsError(f"{' '.join(argv[:8])}{' …' if len(argv) > 8 else ''} failed ({proc.returncode}): "
-                         f"{proc.stderr.strip() or proc.stdout.strip()}")
+        raise NetnsError(
+            f"{' '.join(argv[:8])}{' …' if len(argv) > 8 else ''} failed ({proc.returncode}): "
+            f"{proc.stderr.strip() or proc.stdout.strip()}"
+        )
     return proc
 
 
@@ -129,8 +131,9 @@ def namespace_owner(name: str) -> tuple[int, str] | None:
         return None
 
 
-def cleanup_stale_namespaces(prefix: str = PREFIX, *, include_unowned: bool = False,
-                             include_live: bool = False) -> list[str]:
+def cleanup_stale_namespaces(
+    prefix: str = PREFIX, *, include_unowned: bool = False, include_live: bool = False
+) -> list[str]:
     """Remove ``vxm-*`` namespaces left behind by crashed runs; return their names.
 
     A namespace made by :class:`NetNS` records its owner before it exists; it is stale once that process
@@ -191,6 +194,10 @@ class NetNS:
         for _ in range(20):
             name = self.name or f"{self.prefix}{secrets.token_hex(4)}"
             owner = OWNER_DIR / name
+            if (NETNS_DIR / name).exists() or owner.exists():  # taken (or being created): never touch it
+                if self.name:
+                    raise NetnsError(f"namespace {name} already exists")
+                continue
             owner.write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")  # before the namespace exists
             proc = _run(["ip", "netns", "add", name], check=False, timeout=30)
             if proc.returncode == 0:
@@ -244,16 +251,26 @@ class NetNS:
             prefix += ["setpriv", f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}", "--clear-groups", "--"]
         return prefix + [str(a) for a in argv]
 
-    def run(self, *argv: str, user: str | int | None = None, input: str | None = None, check: bool = True,
-            timeout: float = 60, env: dict[str, str] | None = None, cwd: str | os.PathLike | None = None,
-            ) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        *argv: str,
+        user: str | int | None = None,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60,
+        env: dict[str, str] | None = None,
+        cwd: str | os.PathLike | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the namespace, capture text output; raise :class:`NetnsError` on failure."""
         argv_full = self.command(*argv, user=user)
-        proc = subprocess.run(argv_full, input=input, capture_output=True, text=True, timeout=timeout,
-                              env=env, cwd=cwd, check=False)
+        proc = subprocess.run(
+            argv_full, input=input, capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd, check=False
+        )
         if check and proc.returncode != 0:
-            raise NetnsError(f"in {self.name}: {' '.join(map(str, argv))[:200]} failed ({proc.returncode}): "
-                             f"{proc.stderr.strip()[-2000:]}")
+            raise NetnsError(
+                f"in {self.name}: {' '.join(map(str, argv))[:200]} failed ({proc.returncode}): "
+                f"{proc.stderr.strip()[-2000:]}"
+            )
         return proc
 
     def popen(self, *argv: str, user: str | int | None = None, **kwargs) -> subprocess.Popen:
@@ -292,8 +309,15 @@ class NetNS:
             args.append("nodad")  # usable at once, no duplicate address detection delay
         self.ip(*args)
 
-    def add_route(self, destination: str, *, via: str | None = None, dev: str | None = None,
-                  type: str | None = None, table: str | None = None) -> None:
+    def add_route(
+        self,
+        destination: str,
+        *,
+        via: str | None = None,
+        dev: str | None = None,
+        type: str | None = None,
+        table: str | None = None,
+    ) -> None:
         """Add a route; ``type`` is e.g. ``blackhole``/``unreachable``/``prohibit``. Default routes are refused."""
         if _is_default(destination):
             raise ValueError("test namespaces never get a default route")
@@ -315,8 +339,16 @@ def _ifname(tag: str) -> str:
     return f"vx{secrets.token_hex(4)}{tag}"[:15]
 
 
-def veth(a: NetNS, b: NetNS, addr_a: str | Iterable[str] | None = None, addr_b: str | Iterable[str] | None = None,
-         *, name_a: str | None = None, name_b: str | None = None, mtu: int | None = None) -> tuple[str, str]:
+def veth(
+    a: NetNS,
+    b: NetNS,
+    addr_a: str | Iterable[str] | None = None,
+    addr_b: str | Iterable[str] | None = None,
+    *,
+    name_a: str | None = None,
+    name_b: str | None = None,
+    mtu: int | None = None,
+) -> tuple[str, str]:
     """Create a veth pair with one end in ``a`` and the other in ``b``, address and bring up both ends.
 
     The pair is created directly inside the namespaces (it never appears in the host namespace).
@@ -337,9 +369,19 @@ def veth(a: NetNS, b: NetNS, addr_a: str | Iterable[str] | None = None, addr_b: 
     return name_a, name_b
 
 
-def vxlan(ns: NetNS, vni: int, *, local: str, dev: str, remote: str | None = None, group: str | None = None,
-          address: str | Iterable[str] | None = None, name: str | None = None, dstport: int = 4789,
-          learning: bool = False) -> str:
+def vxlan(
+    ns: NetNS,
+    vni: int,
+    *,
+    local: str,
+    dev: str,
+    remote: str | None = None,
+    group: str | None = None,
+    address: str | Iterable[str] | None = None,
+    name: str | None = None,
+    dstport: int = 4789,
+    learning: bool = False,
+) -> str:
     """Create a VXLAN link in ``ns`` over ``dev`` (unicast ``remote`` or multicast ``group``); returns its name."""
     if (remote is None) == (group is None):
         raise ValueError("give exactly one of remote= or group=")

@@ -53,7 +53,8 @@ Result of one target (:class:`PingResult`)
   - ``"error"``: a local problem: invalid/unspecified address, no socket for that address family,
     EPERM/EACCES (a local firewall OUTPUT drop, a ``prohibit`` route, a broadcast address, missing
     privilege), a send buffer that stayed full, or any other errno.
-  - ``"timeout"``: all requests were sent and nothing came back before the batch deadline.
+  - ``"timeout"``: all requests were sent and nothing came back before the batch deadline. (Routers
+    rate-limit ICMP errors, so behind one router some unreachable hosts may show up as timeouts.)
   ``detail`` is a short human-readable explanation (also set for successes, e.g. "2/2 replies").
 
 Run ``python -m monitoring.pinger --help`` for a command-line front end that prints JSON (used by the
@@ -201,8 +202,9 @@ def probe_privileges(prefer: PingerMode | str | None = None) -> PingerMode:
             return mode
     if prefer:
         mode = modes[0]
-        raise PingerUnavailable(f"{mode.value} ICMP sockets are not available ({reasons[mode]}); "
-                                f"{_unavailable_message()}")
+        raise PingerUnavailable(
+            f"{mode.value} ICMP sockets are not available ({reasons[mode]}); {_unavailable_message()}"
+        )
     raise PingerUnavailable(_unavailable_message())
 
 
@@ -226,8 +228,9 @@ def _norm6(address: str) -> str:
 
 
 def _icmp_error_text(version: int, icmp_type: int, code: int, reporter: str | None) -> str:
-    reply = ICMPReply(source=reporter, family=version, id=0, sequence=0, type=icmp_type, code=code,
-                      bytes_received=0, time=0)
+    reply = ICMPReply(
+        source=reporter, family=version, id=0, sequence=0, type=icmp_type, code=code, bytes_received=0, time=0
+    )
     try:
         reply.raise_for_status()
         text = f"ICMP type {icmp_type} code {code}"
@@ -336,7 +339,10 @@ class _Channel:
                 if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
                     sec, nsec = _TIMESPEC.unpack_from(cdata)
                     rx_ns = sec * 1_000_000_000 + nsec
-            event = self.decode(data, addr[0])
+            try:
+                event = self.decode(data, addr[0] if addr else "")
+            except (ValueError, IndexError, struct.error):  # not a packet of ours, whatever it is
+                continue
             if event is not None and handle is not None:
                 handle(self, event, rx_ns or time.time_ns())
         if not self.raw:
@@ -354,7 +360,10 @@ class _Channel:
                 n += 1
                 continue
             n += 1
-            event = self.decode_queued_error(data, anc, addr)
+            try:
+                event = self.decode_queued_error(data, anc, addr)
+            except (ValueError, IndexError, struct.error):
+                continue
             if event is not None and handle is not None:
                 handle(self, event, time.time_ns())
         return n
@@ -374,9 +383,9 @@ class _Channel:
             return None
         if reply.type == self.echo_reply:
             address = source if self.version == 4 else _norm6(source)
-            return _Event("reply", address, reply.id, reply.sequence, data[offset + 8:])
+            return _Event("reply", address, reply.id, reply.sequence, data[offset + 8 :])
         if self.raw and reply.type in self.error_types:
-            return self._decode_raw_error(data[offset + 8:], reply.type, reply.code, source)
+            return self._decode_raw_error(data[offset + 8 :], reply.type, reply.code, source)
         return None
 
     def _decode_raw_error(self, inner: bytes, icmp_type: int, code: int, reporter: str) -> _Event | None:
@@ -397,12 +406,13 @@ class _Channel:
         if len(quoted) < 8 or quoted[0] != request_type:
             return None
         ident, sequence = _ID_SEQ.unpack_from(quoted, 4)
-        return _Event("icmp_error", destination, ident, sequence,
-                      detail=_icmp_error_text(self.version, icmp_type, code, reporter))
+        return _Event(
+            "icmp_error", destination, ident, sequence, detail=_icmp_error_text(self.version, icmp_type, code, reporter)
+        )
 
     def decode_queued_error(self, data: bytes, anc: list, addr: tuple) -> _Event | None:
         """An entry of a ping socket's error queue: ``data`` is our original request, ``addr`` its destination."""
-        if len(data) < 8:
+        if len(data) < 8 or not addr:
             return None
         ident, sequence = _ID_SEQ.unpack_from(data, 4)
         destination = addr[0] if self.version == 4 else _norm6(addr[0])
@@ -414,16 +424,22 @@ class _Channel:
             ee_errno, origin, icmp_type, code, _pad, _info, _data = _EXTENDED_ERR.unpack_from(cdata)
             if origin == _SO_EE_ORIGIN_LOCAL:
                 name = errno.errorcode.get(ee_errno, str(ee_errno))
-                return _Event("local_error", destination, ident, sequence,
-                              detail=f"local error: {os.strerror(ee_errno)} ({name})")
+                return _Event(
+                    "local_error", destination, ident, sequence, detail=f"local error: {os.strerror(ee_errno)} ({name})"
+                )
             reporter = None
-            offender = cdata[_EXTENDED_ERR.size:]
+            offender = cdata[_EXTENDED_ERR.size :]
             if self.version == 4 and len(offender) >= 8 and offender[:2] != b"\0\0":
                 reporter = socket.inet_ntop(socket.AF_INET, offender[4:8])
             elif self.version == 6 and len(offender) >= 24 and offender[:2] != b"\0\0":
                 reporter = _norm6(socket.inet_ntop(socket.AF_INET6, offender[8:24]))
-            return _Event("icmp_error", destination, ident, sequence,
-                          detail=_icmp_error_text(self.version, icmp_type, code, reporter))
+            return _Event(
+                "icmp_error",
+                destination,
+                ident,
+                sequence,
+                detail=_icmp_error_text(self.version, icmp_type, code, reporter),
+            )
         return None
 
 
@@ -483,8 +499,9 @@ def _parse_address(text: str) -> tuple[int, str, tuple] | str:
     key = _norm6(str(ip))
     if ip.scope_id:
         try:
-            sockaddr = socket.getaddrinfo(str(ip), None, socket.AF_INET6, socket.SOCK_DGRAM, 0,
-                                          socket.AI_NUMERICHOST)[0][4]
+            sockaddr = socket.getaddrinfo(str(ip), None, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_NUMERICHOST)[
+                0
+            ][4]
         except OSError as exc:
             return f"bad IPv6 scope in {text!r}: {exc}"
     else:
@@ -511,8 +528,14 @@ class Pinger:
     sockets and the table of outstanding requests, so a batch full of dead hosts only holds up itself.
     """
 
-    def __init__(self, mode: PingerMode | str | None = None, *, ident: int | None = None,
-                 sequence_start: int | None = None, rcvbuf: int = DEFAULT_RCVBUF):
+    def __init__(
+        self,
+        mode: PingerMode | str | None = None,
+        *,
+        ident: int | None = None,
+        sequence_start: int | None = None,
+        rcvbuf: int = DEFAULT_RCVBUF,
+    ):
         self.mode = probe_privileges(mode)
         if ident is None and self.mode is PingerMode.RAW:
             ident = secrets.randbelow(0xFFFF) + 1
@@ -627,8 +650,14 @@ class Pinger:
                 self._loop.remove_reader(channel.fd)
 
     # -- batches
-    async def ping_batch(self, addresses: list[str], count: int = DEFAULT_COUNT, timeout: float = DEFAULT_TIMEOUT,
-                         *, interval: float = DEFAULT_INTERVAL) -> dict[str, PingResult]:
+    async def ping_batch(
+        self,
+        addresses: list[str],
+        count: int = DEFAULT_COUNT,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+    ) -> dict[str, PingResult]:
         """Ping every address COUNT times in one batch; return ``{address as given: PingResult}``.
 
         Never raises for a bad or unreachable address (that is a failed result); raises ValueError for
@@ -647,8 +676,9 @@ class Pinger:
         self._next_sequence[key] = (sequence + 1) & 0xFFFF
         return sequence
 
-    async def _run_batch(self, addresses: list[str], count: int, timeout: float, interval: float,
-                         loop: asyncio.AbstractEventLoop) -> dict[str, PingResult]:
+    async def _run_batch(
+        self, addresses: list[str], count: int, timeout: float, interval: float, loop: asyncio.AbstractEventLoop
+    ) -> dict[str, PingResult]:
         started = time.monotonic()
         ignored_before = self.ignored
         batch = _Batch()
@@ -702,13 +732,18 @@ class Pinger:
                 built[key] = self._result(targets[key], count, timeout)
             result = built[key]
             results[text] = result if result.address == text else _with_address(result, text)
-        self.last_stats = {**batch.stats, "targets": len(targets), "unanswered": batch.outstanding,
-                           "ignored": self.ignored - ignored_before,
-                           "duration_s": round(time.monotonic() - started, 4)}
+        self.last_stats = {
+            **batch.stats,
+            "targets": len(targets),
+            "unanswered": batch.outstanding,
+            "ignored": self.ignored - ignored_before,
+            "duration_s": round(time.monotonic() - started, 4),
+        }
         return results
 
-    async def _send_rounds(self, batch: _Batch, targets: list[_Target], count: int, interval: float,
-                           loop: asyncio.AbstractEventLoop) -> None:
+    async def _send_rounds(
+        self, batch: _Batch, targets: list[_Target], count: int, interval: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
         pending, keys, payload = self._pending, batch.keys, self._payload
         for round_number in range(count):
             round_started = loop.time()
@@ -746,23 +781,40 @@ class Pinger:
         if target.rtts_ns:
             n = len(target.rtts_ns)
             rtt = sum(target.rtts_ns) / n / 1e6
-            return PingResult(target.address, True, round(rtt, 3), round(1 - n / count, 4), None,
-                              f"{n}/{count} replies, rtt avg {rtt:.3f} ms")
+            return PingResult(
+                target.address,
+                True,
+                round(rtt, 3),
+                round(1 - n / count, 4),
+                None,
+                f"{n}/{count} replies, rtt avg {rtt:.3f} ms",
+            )
         for kind in (UNREACHABLE, ERROR):
             details = [detail for k, detail in target.errors if k == kind]
             if details:
                 return PingResult(target.address, False, None, 1.0, kind, details[0])
-        return PingResult(target.address, False, None, 1.0, TIMEOUT,
-                          f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s")
+        return PingResult(
+            target.address,
+            False,
+            None,
+            1.0,
+            TIMEOUT,
+            f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s",
+        )
 
 
 def _with_address(result: PingResult, address: str) -> PingResult:
     return PingResult(address, result.ok, result.rtt_ms, result.loss, result.failure, result.detail)
 
 
-async def ping_batch(addresses: list[str], count: int = DEFAULT_COUNT, timeout: float = DEFAULT_TIMEOUT, *,
-                     interval: float = DEFAULT_INTERVAL, mode: PingerMode | str | None = None,
-                     ) -> dict[str, PingResult]:
+async def ping_batch(
+    addresses: list[str],
+    count: int = DEFAULT_COUNT,
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    interval: float = DEFAULT_INTERVAL,
+    mode: PingerMode | str | None = None,
+) -> dict[str, PingResult]:
     """One-shot convenience: open a :class:`Pinger`, run one batch, close it. The monitor keeps a Pinger."""
     with Pinger(mode) as pinger:
         return await pinger.ping_batch(addresses, count, timeout, interval=interval)
@@ -783,8 +835,13 @@ async def _cli(args: argparse.Namespace, addresses: list[str]) -> dict:
             lag["max"] = max(lag["max"], now - expected)
             expected = now + 0.005
 
-    report: dict = {"mode": pinger.mode.value, "ident": pinger.ident(4), "ident6": pinger.ident(6),
-                    "rcvbuf": pinger.rcvbuf(4), "batches": []}
+    report: dict = {
+        "mode": pinger.mode.value,
+        "ident": pinger.ident(4),
+        "ident6": pinger.ident(6),
+        "rcvbuf": pinger.rcvbuf(4),
+        "batches": [],
+    }
     tick = asyncio.create_task(ticker())
     try:
         for _ in range(args.repeat):
@@ -792,13 +849,15 @@ async def _cli(args: argparse.Namespace, addresses: list[str]) -> dict:
             cpu, wall = time.process_time(), time.monotonic()
             results = await pinger.ping_batch(addresses, args.count, args.timeout, interval=args.interval)
             max_lag = lag["max"]
-            report["batches"].append({
-                "duration_s": round(time.monotonic() - wall, 4),
-                "cpu_s": round(time.process_time() - cpu, 4),
-                "loop_max_lag_ms": round(max_lag * 1000, 2),
-                "stats": pinger.last_stats,
-                "results": {address: result.as_dict() for address, result in results.items()},
-            })
+            report["batches"].append(
+                {
+                    "duration_s": round(time.monotonic() - wall, 4),
+                    "cpu_s": round(time.process_time() - cpu, 4),
+                    "loop_max_lag_ms": round(max_lag * 1000, 2),
+                    "stats": pinger.last_stats,
+                    "results": {address: result.as_dict() for address, result in results.items()},
+                }
+            )
     finally:
         tick.cancel()
         pinger.close()
@@ -806,8 +865,9 @@ async def _cli(args: argparse.Namespace, addresses: list[str]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m monitoring.pinger",
-                                     description="Ping addresses in one batch and print the results as JSON.")
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.pinger", description="Ping addresses in one batch and print the results as JSON."
+    )
     parser.add_argument("addresses", nargs="*", help="IP addresses (or give them on stdin with --stdin)")
     parser.add_argument("--stdin", action="store_true", help="read whitespace-separated addresses from stdin")
     parser.add_argument("-c", "--count", type=int, default=DEFAULT_COUNT)

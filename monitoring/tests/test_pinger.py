@@ -80,8 +80,12 @@ def lab(needs_netns):
 def pair(request, lab):
     """(A, B, mode): A runs the pinger in ``mode``, B holds the answering/rejecting/dropping addresses."""
     a, b = lab.namespace(), lab.namespace()
-    veth(a, b, [f"{A_ADDR}/24", "fd77::1/64"], [f"{B_ADDR}/24", f"{REJECTING}/24", f"{DROPPED}/24",
-                                                 f"{OTHER}/24", "fd77::2/64"])
+    veth(
+        a,
+        b,
+        [f"{A_ADDR}/24", "fd77::1/64"],
+        [f"{B_ADDR}/24", f"{REJECTING}/24", f"{DROPPED}/24", f"{OTHER}/24", "fd77::2/64"],
+    )
     b.nft(f"""
 table inet vxmtest {{
   chain input {{
@@ -91,6 +95,7 @@ table inet vxmtest {{
   }}
 }}
 """)
+    b.sysctl("net.ipv4.icmp_ratelimit", 0)  # every rejected request gets its ICMP error, however often
     a.blackhole("10.78.0.0/16")
     a.add_route("10.79.0.0/16", type="unreachable")
     a.blackhole("127.200.0.0/16", table="local")
@@ -100,6 +105,7 @@ table inet vxmtest {{
 
 
 # ---------------------------------------------------------------------------------------------- namespaces
+
 
 @pytest.mark.netns
 class TestInNamespaces:
@@ -155,17 +161,33 @@ class TestInNamespaces:
 
     def test_a_mixed_batch_reports_each_kind(self, pair):
         a, _b, mode = pair
-        addresses = [B_ADDR, DROPPED, REJECTING, BLACKHOLED, "::1", "0:0:0:0:0:0:0:1", "127.0.0.1",
-                     "fd77::2", "not-an-ip", B_ADDR]
+        addresses = [
+            B_ADDR,
+            DROPPED,
+            REJECTING,
+            BLACKHOLED,
+            "::1",
+            "0:0:0:0:0:0:0:1",
+            "127.0.0.1",
+            "fd77::2",
+            "not-an-ip",
+            B_ADDR,
+        ]
         # Two batches on the same sockets; the first one also lets IPv6 neighbour discovery settle.
         report = run_pinger(a, addresses, count=2, timeout=1.0, mode=mode, extra=["--repeat", "2"])
         batch = last(report)
         results = batch["results"]
         assert set(results) == set(addresses)
         expected = {
-            B_ADDR: (True, None), DROPPED: (False, "timeout"), REJECTING: (False, "unreachable"),
-            BLACKHOLED: (False, "unreachable"), "::1": (True, None), "0:0:0:0:0:0:0:1": (True, None),
-            "127.0.0.1": (True, None), "fd77::2": (True, None), "not-an-ip": (False, "error"),
+            B_ADDR: (True, None),
+            DROPPED: (False, "timeout"),
+            REJECTING: (False, "unreachable"),
+            BLACKHOLED: (False, "unreachable"),
+            "::1": (True, None),
+            "0:0:0:0:0:0:0:1": (True, None),
+            "127.0.0.1": (True, None),
+            "fd77::2": (True, None),
+            "not-an-ip": (False, "error"),
         }
         assert {address: (r["ok"], r["failure"]) for address, r in results.items()} == expected
         for address, result in results.items():
@@ -182,16 +204,44 @@ class TestInNamespaces:
         """Another pinger shares the namespace, and B forges echo replies for our silent target."""
         a, b, mode = pair
         ident, first_seq = 4660, 1000
-        forger = b.popen(PY, "-c", FORGER, DROPPED, OTHER, A_ADDR, str(ident), str(first_seq),
-                         stdout=subprocess.PIPE, text=True)
+        forger = b.popen(
+            PY, "-c", FORGER, DROPPED, OTHER, A_ADDR, str(ident), str(first_seq), stdout=subprocess.PIPE, text=True
+        )
         assert forger.stdout.readline().strip() == "ready"
         # A concurrent "ping": the same CLI with another identifier and the SAME sequence numbers.
-        other = a.popen(PY, "-m", "monitoring.pinger", "-c", "2", "-W", "1", "--repeat", "3",
-                        "--ident", str(ident + 1), "--sequence-start", str(first_seq), *(["--mode", mode]),
-                        B_ADDR, DROPPED, cwd=REPO, stdout=subprocess.PIPE, text=True)
+        other = a.popen(
+            PY,
+            "-m",
+            "monitoring.pinger",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "--repeat",
+            "3",
+            "--ident",
+            str(ident + 1),
+            "--sequence-start",
+            str(first_seq),
+            "--mode",
+            mode,
+            B_ADDR,
+            DROPPED,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(0.3)
-        batch = last(run_pinger(a, [B_ADDR, DROPPED], count=2, timeout=1.5, mode=mode,
-                                extra=["--ident", str(ident), "--sequence-start", str(first_seq)]))
+        batch = last(
+            run_pinger(
+                a,
+                [B_ADDR, DROPPED],
+                count=2,
+                timeout=1.5,
+                mode=mode,
+                extra=["--ident", str(ident), "--sequence-start", str(first_seq)],
+            )
+        )
         other_report = json.loads(other.communicate(timeout=30)[0])
         forger.kill()
         results = batch["results"]
@@ -232,8 +282,16 @@ class TestInNamespaces:
 
     def test_leftovers_of_a_crashed_run_are_cleaned_up_but_live_ones_kept(self, needs_netns):
         crashed = subprocess.Popen(
-            [PY, "-c", "import time; from monitoring.netns import NetNS; print(NetNS().create().name, flush=True);"
-                       " time.sleep(60)"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+            [
+                PY,
+                "-c",
+                "import time; from monitoring.netns import NetNS; print(NetNS().create().name, flush=True);"
+                " time.sleep(60)",
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             leftover = crashed.stdout.readline().strip()
         finally:
@@ -348,7 +406,8 @@ class TestLoopbackFromTheTestProcess:
             task = asyncio.create_task(ticker())
             try:
                 started = time.monotonic()
-                results = await p.ping_batch([f"127.0.{i // 250 + 2}.{i % 250 + 1}" for i in range(2000)], 2, 2.0)
+                targets = [f"127.0.{i // 250 + 2}.{i % 250 + 1}" for i in range(4000)]
+                results = await p.ping_batch(targets, 2, 2.0, interval=0)  # only the send steps yield
                 elapsed = time.monotonic() - started
             finally:
                 task.cancel()
@@ -422,13 +481,21 @@ def icmp(icmp_type, ident, seq, payload=b""):
 
 
 def ipv4(src, dst, body, proto=1):
-    return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0,
-                       socket.inet_aton(src), socket.inet_aton(dst)) + body
+    return (
+        struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(body), 0, 0, 64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst)
+        )
+        + body
+    )
 
 
 def ipv6(src, dst, body, next_header=58):
-    return (struct.pack("!IHBB", 6 << 28, len(body), next_header, 64) + socket.inet_pton(socket.AF_INET6, src)
-            + socket.inet_pton(socket.AF_INET6, dst) + body)
+    return (
+        struct.pack("!IHBB", 6 << 28, len(body), next_header, 64)
+        + socket.inet_pton(socket.AF_INET6, src)
+        + socket.inet_pton(socket.AF_INET6, dst)
+        + body
+    )
 
 
 class TestMatching:
@@ -478,12 +545,14 @@ class TestMatching:
         error = ipv4("192.0.2.1", "10.0.0.1", struct.pack("!BBHI", 3, 1, 0, 0) + quoted)
         event = self.feed(self.v4, error, "192.0.2.1")
         assert event.kind == "icmp_error" and event.address == "10.0.0.7"
-        assert self.target.errors == [("unreachable",
-                                       "Destination host unreachable (ICMP type 3 code 1) from 192.0.2.1")]
+        assert self.target.errors == [
+            ("unreachable", "Destination host unreachable (ICMP type 3 code 1) from 192.0.2.1")
+        ]
         # errors quoting someone's UDP datagram, or an echo request to another host, are not ours
         udp = ipv4("10.0.0.1", "10.0.0.7", struct.pack("!HHHH", 4660, 100, 8, 0), proto=17)
-        assert self.v4.decode(ipv4("192.0.2.1", "10.0.0.1", struct.pack("!BBHI", 3, 3, 0, 0) + udp),
-                              "192.0.2.1") is None
+        assert (
+            self.v4.decode(ipv4("192.0.2.1", "10.0.0.1", struct.pack("!BBHI", 3, 3, 0, 0) + udp), "192.0.2.1") is None
+        )
         elsewhere = ipv4("10.0.0.1", "10.0.0.9", icmp(8, 4660, 100))
         self.feed(self.v4, ipv4("192.0.2.1", "10.0.0.1", struct.pack("!BBHI", 11, 0, 0, 0) + elsewhere), "x")
         assert len(self.target.errors) == 1
@@ -533,5 +602,11 @@ def test_ping_result_is_a_frozen_dataclass():
     result = PingResult("10.0.0.1", True, 0.5, 0.0, None, "2/2 replies")
     with pytest.raises(AttributeError):
         result.ok = False
-    assert result.as_dict() == {"address": "10.0.0.1", "ok": True, "rtt_ms": 0.5, "loss": 0.0, "failure": None,
-                                "detail": "2/2 replies"}
+    assert result.as_dict() == {
+        "address": "10.0.0.1",
+        "ok": True,
+        "rtt_ms": 0.5,
+        "loss": 0.0,
+        "failure": None,
+        "detail": "2/2 replies",
+    }

@@ -33,8 +33,22 @@ def needs_netns():
 
 
 def ping_all(ns, mode, *extra):
-    proc = ns.run(sys.executable, "-m", "monitoring.pinger", "--stdin", "-c", "1", "-W", str(TIMEOUT),
-                  "--mode", mode, *extra, input="\n".join(TARGETS), cwd=REPO, timeout=120)
+    proc = ns.run(
+        sys.executable,
+        "-m",
+        "monitoring.pinger",
+        "--stdin",
+        "-c",
+        "1",
+        "-W",
+        str(TIMEOUT),
+        "--mode",
+        mode,
+        *extra,
+        input="\n".join(TARGETS),
+        cwd=REPO,
+        timeout=120,
+    )
     report = json.loads(proc.stdout)
     assert report["mode"] == mode
     batch = report["batches"][-1]
@@ -43,8 +57,10 @@ def ping_all(ns, mode, *extra):
 
 
 def describe(label, batch):
-    print(f"\n{label}: {batch['duration_s']:.3f} s wall, {batch['cpu_s']:.3f} s CPU, "
-          f"event loop blocked at most {batch['loop_max_lag_ms']:.0f} ms, stats {batch['stats']}")
+    print(
+        f"\n{label}: {batch['duration_s']:.3f} s wall, {batch['cpu_s']:.3f} s CPU, "
+        f"event loop blocked at most {batch['loop_max_lag_ms']:.0f} ms, stats {batch['stats']}"
+    )
 
 
 @pytest.mark.parametrize("mode", ["raw", "unprivileged"])
