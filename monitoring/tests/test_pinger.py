@@ -22,7 +22,7 @@ from icmplib import ICMPv4Socket, ICMPv6Socket
 
 from conftest import require
 from monitoring import netns, pinger
-from monitoring.netns import Lab, veth
+from monitoring.netns import Lab, veth, vxlan
 from monitoring.pinger import Pinger, PingerMode, PingerUnavailable, PingResult, probe_privileges
 
 REPO = Path(__file__).resolve().parents[2]
@@ -269,6 +269,14 @@ class TestInNamespaces:
         assert "net.ipv4.ping_group_range" in message and "setcap cap_net_raw+ep" in message and "root" in message
         # root in the same namespace falls back to raw sockets
         assert json.loads(a.run(PY, "-m", "monitoring.pinger", "--probe", cwd=REPO).stdout) == {"mode": "raw"}
+
+    def test_pinging_across_a_vxlan_overlay(self, lab):
+        a, b = lab.namespace(), lab.namespace()
+        dev_a, dev_b = veth(a, b, "192.168.77.1/24", "192.168.77.2/24")
+        vxlan(a, 100, local="192.168.77.1", remote="192.168.77.2", dev=dev_a, address="10.100.0.1/24")
+        vxlan(b, 100, local="192.168.77.2", remote="192.168.77.1", dev=dev_b, address="10.100.0.2/24")
+        result = last(run_pinger(a, ["10.100.0.2"]))["results"]["10.100.0.2"]
+        assert result["ok"] is True and result["loss"] == 0.0
 
     def test_namespaces_are_removed_even_when_the_body_fails(self, needs_netns):
         names = []
