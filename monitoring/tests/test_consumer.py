@@ -119,6 +119,18 @@ class TestDashboardConsumer:
         finally:
             await communicator.disconnect()
 
+    async def test_an_idle_socket_stays_subscribed(self, layer, session_cookie):
+        machine = await make(hostname="quiet", ip_address="10.0.0.9", status="active")
+        communicator, _connected = await connect(session_cookie)
+        try:
+            await show(communicator, machine)
+            # Longer than the 5 s the Redis layer blocks per read: the consumer must survive the quiet.
+            await communicator.receive_nothing(6.5)
+            await broadcast.push(broadcast.event(changed=[machine.pk]))
+            assert f'id="machine-{machine.pk}"' in await communicator.receive_from(timeout=5)
+        finally:
+            await communicator.disconnect()
+
     async def test_the_group_is_left_on_disconnect(self, layer, session_cookie):
         communicator, _connected = await connect(session_cookie)
         await communicator.disconnect()
