@@ -1,6 +1,7 @@
 """Faults around the monitor: Redis and the database going away and coming back, ICMP not allowed."""
 
 import asyncio
+import contextlib
 import os
 import socket
 import threading
@@ -155,6 +156,8 @@ class PausableProxy:
                 conn.close()
             self.connections.clear()
 
+    close = pause
+
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
@@ -196,7 +199,7 @@ def test_a_database_outage_at_start_and_mid_run_judges_no_machine(require_postgr
     machines = [register(f"127.0.79.{n}", f"loop-{n}") for n in range(1, 4)]
     proxy = PausableProxy(("127.0.0.1", int(connection.settings_dict.get("PORT") or 5432)))
     url = f"postgres://postgres@127.0.0.1:{proxy.port}/{connection.settings_dict['NAME']}"
-    with running_monitor(DATABASE_URL=url) as monitor:
+    with running_monitor(DATABASE_URL=url) as monitor, contextlib.closing(proxy):
         time.sleep(2)  # the database is unreachable at start
         assert monitor.process.poll() is None, monitor.output()
         assert all(current(m).status == "pending" for m in machines)
