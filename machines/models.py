@@ -81,7 +81,8 @@ class FailureLog(models.Model):
         MAC_CHANGED = "mac_changed", _("MAC address changed")
 
     machine = models.ForeignKey(
-        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="log_entries"
+        Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="log_entries",
+        verbose_name=_("machine"),
     )
     hostname = models.CharField(_("host name"), max_length=253)
     ip_address = models.GenericIPAddressField(_("IP address"))

@@ -51,7 +51,9 @@
     const badge = document.getElementById("live-badge");
     if (!badge) return;
     badge.dataset.state = state;
-    badge.textContent = badge.dataset["label" + state.charAt(0).toUpperCase() + state.slice(1)] || state;
+    // The words come from the template's data-label-* attributes, translated; none are kept here.
+    const label = badge.dataset["label" + state.charAt(0).toUpperCase() + state.slice(1)];
+    if (label) badge.textContent = label;
   }
   document.addEventListener("htmx:wsOpen", function () {
     window.vxlanmgr.live = true;
