@@ -14,6 +14,16 @@ class TestLoginProtection:
         assert response.status_code == 302
         assert "/login/" in response["Location"]
 
+    def test_machine_pages_and_actions_need_a_login_too(self, client, make_machine):
+        from machines.models import Machine
+
+        machine = make_machine(status="unreachable")
+        for path in [f"/machines/{machine.pk}", f"/machines/{machine.pk}/delete"]:
+            assert "/login/" in client.get(path)["Location"]
+        assert "/login/" in client.post(f"/machines/{machine.pk}/delete/confirm")["Location"]
+        assert client.get("/api/machines").status_code == 401
+        assert Machine.objects.filter(pk=machine.pk).exists()
+
     def test_htmx_fragments_are_protected_too(self, client):
         response = client.get("/?q=web", HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/?q=web")
         assert response["HX-Redirect"] == "/login/?next=%2F%3Fq%3Dweb"
