@@ -305,6 +305,10 @@ EMBEDDED_MONITOR = env_bool("VXLANMGR_EMBEDDED_MONITOR", EMBEDDED)
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
+LOG_LEVEL = env_str("VXLANMGR_LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"VXLANMGR_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -312,7 +316,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "vxlanmgr": {"level": env_str("VXLANMGR_LOG_LEVEL", "INFO").upper(), "propagate": True},
+        "vxlanmgr": {"level": LOG_LEVEL, "propagate": True},
         "django.channels.server": {"level": "WARNING"},
     },
 }

@@ -35,6 +35,9 @@ def start(tmp_path, **env):
         ("VXLANMGR_TRUSTED_PROXIES", "10.0.0.0/33"),
         ("DATABASE_URL", "nosuchdb://x"),
         ("VXLANMGR_SECRET_KEY_FILE", "/nonexistent/secret"),
+        ("VXLANMGR_LOG_LEVEL", "chatty"),
+        ("VXLANMGR_PING_TIMEOUT", "0"),
+        ("VXLANMGR_PING_COUNT", "11"),
     ],
 )
 def test_a_bad_value_names_the_variable(tmp_path, variable, value):
@@ -72,3 +75,14 @@ def _secret(tmp_path):
     path = tmp_path / "key"
     path.write_text("from-a-file\n")
     return path
+
+
+def test_https_turns_on_secure_cookies_and_hsts(tmp_path):
+    probe = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SECURE_HSTS_SECONDS)"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VXLANMGR_", "DATABASE_URL", "REDIS_URL"))}
+    env.update(VXLANMGR_VAR_DIR=str(tmp_path), DJANGO_SETTINGS_MODULE="vxlanmgr.settings", VXLANMGR_HTTPS="1")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert result.stdout.split() == ["True", "True", "31536000"], result.stderr
