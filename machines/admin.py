@@ -5,41 +5,34 @@ from django.utils.translation import gettext_lazy as _
 from .models import ApiToken, FailureLog, Machine
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# Machines change only through the register API and the dashboard's confirmed delete, which validate,
+# log and push every change; the admin is for looking things up.
 @admin.register(Machine)
-class MachineAdmin(admin.ModelAdmin):
+class MachineAdmin(ReadOnlyAdmin):
     list_display = ("hostname", "ip_address", "mac_address", "vni", "status", "last_seen_at", "registered_at")
     list_filter = ("status", "vni")
     search_fields = ("hostname", "ip_address", "mac_address")
     ordering = ("hostname",)
 
-    # Machines change only through the register API and the dashboard's confirmed delete, which validate,
-    # log and push every change; the admin is for looking things up.
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
+# The log is evidence: nobody edits or removes entries, not even a superuser.
 @admin.register(FailureLog)
-class FailureLogAdmin(admin.ModelAdmin):
+class FailureLogAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "kind", "hostname", "ip_address", "mac_address", "detail")
     list_filter = ("kind", "created_at")
     search_fields = ("hostname", "ip_address", "mac_address", "detail")
     date_hierarchy = "created_at"
-
-    # The log is evidence: nobody edits or removes entries, not even a superuser.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ApiToken)

@@ -14,6 +14,7 @@ from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_SOCKET_DIR = "/var/run/postgresql"
+MANAGER_IP, HOST_IP = "10.77.0.1", "10.77.0.2"
 
 
 def database_url() -> str:

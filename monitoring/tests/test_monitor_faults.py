@@ -2,7 +2,6 @@
 
 import asyncio
 import contextlib
-import os
 import socket
 import threading
 import time
@@ -17,16 +16,14 @@ from conftest import require
 from machines import services
 from machines.models import Machine
 from machines.validation import Registration
-from monitoring import netns
 from monitoring.pinger import PingerUnavailable
 from monitoring.status import monitor_problem
 from monitoring.sweep import Monitor
 from vxlanmgr.settings import redis_channel_layer
 
-from .support import redis_on_unix_socket, running_monitor, wait_for
+from .support import HOST_IP, redis_on_unix_socket, running_monitor, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-HOST_IP = "10.78.0.2"
 
 
 def register(ip: str, hostname: str = "host-f") -> Machine:
@@ -38,13 +35,6 @@ def current(machine: Machine) -> Machine:
     return Machine.objects.get(pk=machine.pk)
 
 
-@pytest.fixture
-def lab():
-    require(os.geteuid() == 0 and netns.netns_available(), "needs root and `ip netns` (network namespaces)")
-    with netns.Lab() as lab:
-        manager, host = lab.namespace(), lab.namespace()
-        netns.veth(manager, host, "10.78.0.1/24", f"{HOST_IP}/24")
-        yield manager, host
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The real monitor process pinging a real host in network namespaces: the whole liveness story."""
 
 import itertools
-import os
 import re
 import signal
 import time
@@ -16,19 +15,11 @@ from machines.validation import Registration
 from monitoring import netns
 from monitoring.models import PingResult
 
-from .support import running_monitor, wait_for
+from .support import HOST_IP, running_monitor, wait_for
 
 pytestmark = [pytest.mark.netns, pytest.mark.django_db(transaction=True)]
-HOST_IP = "10.77.0.2"
 
 
-@pytest.fixture
-def lab():
-    require(os.geteuid() == 0 and netns.netns_available(), "needs root and `ip netns` (network namespaces)")
-    with netns.Lab() as lab:
-        manager, host = lab.namespace(), lab.namespace()
-        netns.veth(manager, host, "10.77.0.1/24", f"{HOST_IP}/24")
-        yield manager, host
 
 
 def register(ip: str = HOST_IP) -> Machine:
