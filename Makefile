@@ -36,7 +36,6 @@ test: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
-	$(PY) -m ruff format --check .
 
 messages: $(VENV)/.dev
 	$(PY) manage.py makemessages -l ja --no-obsolete
