@@ -38,8 +38,8 @@ lint: $(VENV)/.dev
 	$(PY) -m ruff check .
 
 messages: $(VENV)/.dev
-	$(PY) manage.py makemessages -l ja --no-obsolete
-	$(PY) manage.py compilemessages -l ja
+	$(PY) manage.py makemessages -l ja --no-obsolete -i ".venv/*" -i "var/*" -i "*/tests/*" -i "tests/*" -i "staticfiles/*"
+	$(PY) manage.py compilemessages -l ja -i .venv
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
