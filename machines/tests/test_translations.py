@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from conftest import require
 
@@ -35,6 +35,13 @@ MO_PATH = LOCALE_DIR / "django.mo"
 IGNORE = ["-i", ".venv/*", "-i", "var/*", "-i", "*/tests/*", "-i", "tests/*", "-i", "staticfiles/*"]
 MAKEMESSAGES = ["manage.py", "makemessages", "-l", "ja", "--no-obsolete", *IGNORE]
 FIX = "run `make messages`, translate the new entries in locale/ja/LC_MESSAGES/django.po and commit .po and .mo"
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_language():
+    # A Japanese request leaves Japanese active in this thread; later tests that call gettext expect English.
+    with translation.override(translation.get_language()):
+        yield
 
 
 # ------------------------------------------------------------------------------------------------ .po parsing
