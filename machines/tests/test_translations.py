@@ -254,22 +254,35 @@ class TestMoFile:
 # ------------------------------------------------------------------------------------------------ (c) the code
 
 
+_NOT_SOURCE = {
+    ".git",
+    ".venv",
+    "var",
+    "__pycache__",
+    ".pytest_cache",
+    ".ruff_cache",
+    ".hypothesis",
+    "staticfiles",
+    "test-results",
+    "node_modules",
+}
+
+
+def _skip(directory: str, names: list[str]) -> set[str]:
+    # Sources only: no tool caches, databases, sockets or other special files a running test may leave.
+    skipped = set()
+    for name in names:
+        path = Path(directory, name)
+        if name in _NOT_SOURCE or path.is_symlink():
+            skipped.add(name)
+        elif not path.is_dir() and (not path.is_file() or path.suffix not in {".py", ".html", ".txt", ".po", ".mo"}):
+            skipped.add(name)
+    return skipped
+
+
 def _copy_project(destination: Path) -> Path:
-    skip = shutil.ignore_patterns(
-        ".git",
-        ".venv",
-        "var",
-        "__pycache__",
-        ".pytest_cache",
-        ".ruff_cache",
-        ".hypothesis",
-        "staticfiles",
-        "test-results",
-        "node_modules",
-        "*.sqlite3*",
-        "*.pyc",
-    )
-    return Path(shutil.copytree(ROOT, destination, ignore=skip, symlinks=True))
+    """The project's sources, as makemessages sees them, in a place where it may rewrite the .po."""
+    return Path(shutil.copytree(ROOT, destination, ignore=_skip))
 
 
 @pytest.fixture(scope="module")
