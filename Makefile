@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& echo $$p && break; done)
 
-.PHONY: run test lint migrate messages clean
+.PHONY: run lab test lint migrate messages clean
 
 $(VENV)/.runtime: requirements.txt
 	@test -n "$(PYTHON)" || { echo "vxlanmgr needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -27,6 +27,11 @@ migrate: $(VENV)/.runtime
 run: migrate
 	$(PY) manage.py bootstrap
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
+
+# The VXLAN lab (root): 5 hosts and the manager in network namespaces, the dashboard on http://127.0.0.1:8800/.
+# `make lab LAB_ARGS="--hosts 8 --port 8900"`; `$(PY) manage.py vxlanlab down` removes it all.
+lab: $(VENV)/.runtime
+	$(PY) manage.py vxlanlab up $(LAB_ARGS)
 
 # Tests never see a real secret; the suite may run against PostgreSQL (DATABASE_URL) where one is required.
 test: export VXLANMGR_SECRET_KEY ?= test-only-not-a-secret

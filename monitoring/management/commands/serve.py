@@ -23,9 +23,12 @@ class Command(BaseCommand):
     help = "Serve the web application with Daphne; with the embedded default, run the monitor in-process too."
 
     def add_arguments(self, parser):
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--unix-socket", help="listen on this Unix socket instead of host and port")
+        parser.add_argument("--host", help="TCP address to listen on (default 127.0.0.1)")
+        parser.add_argument("--port", type=int, help="TCP port to listen on (default 8000)")
+        parser.add_argument(
+            "--unix-socket",
+            help="listen on this Unix socket instead of TCP; with --host or --port as well, on both",
+        )
         parser.add_argument(
             "--monitor", choices=["auto", "yes", "no"], default="auto",
             help="run the monitor in this process (auto: only in the embedded default)",
@@ -35,9 +38,11 @@ class Command(BaseCommand):
         from vxlanmgr.asgi import application
 
         run_monitor = settings.EMBEDDED_MONITOR if monitor == "auto" else monitor == "yes"
-        endpoints = build_endpoint_description_strings(
-            host=None if unix_socket else host, port=None if unix_socket else port, unix_socket=unix_socket
-        )
+        # TCP unless only a Unix socket was asked for; both when both were (the VXLAN lab does that).
+        tcp = not unix_socket or host is not None or port is not None
+        host = (host or "127.0.0.1") if tcp else None
+        port = (8000 if port is None else port) if tcp else None
+        endpoints = build_endpoint_description_strings(host=host, port=port, unix_socket=unix_socket)
         self.monitor = Monitor() if run_monitor else None
         server = Server(
             application=application,
@@ -46,7 +51,7 @@ class Command(BaseCommand):
             action_logger=None,
             verbosity=0,
         )
-        where = unix_socket or f"http://{host}:{port}/"
+        where = " and ".join(([f"http://{host}:{port}/"] if tcp else []) + ([unix_socket] if unix_socket else []))
         self.stdout.write(f"vxlanmgr serving on {where}" + (" with the monitor in-process" if run_monitor else ""))
         server.run()
 
