@@ -103,7 +103,8 @@
     const id = event.detail && event.detail.id;
     ["machine-" + id, "machine-card-" + id].forEach(function (elementId) {
       const element = document.getElementById(elementId);
-      if (element) element.remove();
+      // Hidden at once, removed by the live push that follows: a push finding no target is an htmx error.
+      if (element) element.hidden = true;
     });
   });
   document.addEventListener("htmx:oobAfterSwap", function (event) { updateRelativeTimes(event.target); });
