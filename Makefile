@@ -46,5 +46,11 @@ messages: $(VENV)/.dev
 	$(PY) manage.py makemessages -l ja --no-obsolete -i ".venv/*" -i "var/*" -i "*/tests/*" -i "tests/*" -i "staticfiles/*"
 	$(PY) manage.py compilemessages -l ja -i .venv
 
+# docs/screenshots/*.png: the dashboard on a desktop and a phone, the delete dialog, the dark scheme. Needs Chromium
+# at /usr/bin/chromium; uses a throwaway SQLite database and the real server on a free loopback port.
+.PHONY: screenshots
+screenshots: $(VENV)/.dev
+	$(PY) tests/browser/screenshots.py
+
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache
