@@ -3,6 +3,8 @@
 The rows and cards are the same partials the page renders, so page, response and push cannot disagree.
 """
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from django.template.loader import render_to_string
@@ -12,6 +14,10 @@ from machines import queries
 from machines.models import Machine
 
 MAX_VISIBLE = 1000
+# Renders kept for sharing: one event, one view, one language is one render, however many sockets show it.
+SHARED_RENDERS = 256
+_shared: OrderedDict[tuple, str] = OrderedDict()
+_shared_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,5 +64,20 @@ def render_push(event: dict, view: View) -> str:
 
 
 def render_for(event: dict, view: View, language: str) -> str:
+    """The fragments for one socket. Sockets showing the same view in the same language share one render of
+    an event that carries an ``id``: it was rendered after the event's changes were committed, which is all a
+    socket's own render would guarantee, and later changes arrive as events of their own."""
+    key = (event["id"], view, language) if event.get("id") else None
+    if key is not None:
+        with _shared_lock:
+            html = _shared.get(key)
+        if html is not None:
+            return html
     with translation.override(language):
-        return render_push(event, view)
+        html = render_push(event, view)
+    if key is not None:
+        with _shared_lock:
+            _shared[key] = html
+            while len(_shared) > SHARED_RENDERS:
+                _shared.popitem(last=False)
+    return html

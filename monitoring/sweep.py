@@ -182,12 +182,7 @@ class Monitor:
                     change.previous, change.decision.state.status,
                 )
             if changes:
-                await broadcast.push(
-                    broadcast.event(
-                        changed=[change.machine.pk for change in changes],
-                        announce={change.machine.pk: change.decision.state.status for change in changes},
-                    )
-                )
+                await broadcast.push(change_event(changes))
         except Exception:
             logger.exception("a check batch of %d machines failed", len(machines))
         finally:
@@ -242,6 +237,17 @@ class Monitor:
         if total:
             logger.info("pruned %d ping results older than %d days", total, settings.PING_RETENTION_DAYS)
         return total
+
+
+def change_event(changes: list[services.StatusChange]) -> dict:
+    """The push for a batch's status changes. Its id is unique, so dashboards showing the same page share one
+    render of it (monitoring.push.render_for)."""
+    message = broadcast.event(
+        changed=[change.machine.pk for change in changes],
+        announce={change.machine.pk: change.decision.state.status for change in changes},
+    )
+    message["id"] = uuid.uuid4().hex
+    return message
 
 
 def _beat(name: str, mode: str, error: str) -> None:

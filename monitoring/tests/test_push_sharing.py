@@ -1,0 +1,69 @@
+"""Dashboards showing the same page share one render of a monitor event; everything else renders alone."""
+
+import pytest
+from django.utils import translation
+
+from machines.models import Machine
+from monitoring import broadcast, push
+from monitoring.push import View, render_for
+from monitoring.sweep import change_event
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    push._shared.clear()
+    yield
+    push._shared.clear()
+
+
+@pytest.fixture
+def machine(make_machine):
+    return make_machine(hostname="shared-1", status=Machine.Status.UNREACHABLE)
+
+
+def test_one_render_for_every_socket_with_the_same_view_and_language(machine, django_assert_num_queries):
+    event = {**broadcast.event(changed=[machine.pk], announce={machine.pk: "unreachable"}), "id": "e1"}
+    view = View(visible=frozenset([machine.pk]))
+    first = render_for(event, view, "en")
+    assert f'id="machine-{machine.pk}"' in first and "shared-1 is now Unreachable." in first
+    with django_assert_num_queries(0):
+        assert render_for(dict(event), View(visible=frozenset([machine.pk])), "en") == first
+    japanese = render_for(event, view, "ja")
+    assert japanese != first and "到達不能" in japanese
+    other_page = render_for(event, View(visible=frozenset([machine.pk]), page=2), "en")
+    assert other_page is not first
+
+
+def test_events_without_an_id_and_new_events_render_again(machine, django_assert_max_num_queries):
+    view = View(visible=frozenset([machine.pk]))
+    plain = broadcast.event(changed=[machine.pk])
+    render_for(plain, view, "en")
+    Machine.objects.filter(pk=machine.pk).update(hostname="renamed-1")
+    assert "renamed-1" in render_for(plain, view, "en")  # no id: never shared
+    event = {**plain, "id": "e2"}
+    assert "renamed-1" in render_for(event, view, "en")
+    Machine.objects.filter(pk=machine.pk).update(hostname="renamed-2")
+    assert "renamed-2" in render_for({**plain, "id": "e3"}, view, "en")  # a later event is a new render
+
+
+def test_the_shared_renders_are_bounded(machine, monkeypatch):
+    monkeypatch.setattr(push, "SHARED_RENDERS", 3)
+    view = View(visible=frozenset([machine.pk]))
+    for i in range(10):
+        render_for({**broadcast.event(changed=[machine.pk]), "id": f"e{i}"}, view, "en")
+    assert len(push._shared) == 3
+
+
+def test_monitor_events_carry_a_unique_id(machine):
+    from machines.services import StatusChange
+    from monitoring.rules import Decision, State
+
+    state = State(status="active", failures=0, interval=60, unreachable_since=None)
+    changes = [StatusChange(machine, "unreachable", Decision(state=state, next_delay=60, event="recovered"))]
+    first, second = change_event(changes), change_event(changes)
+    assert first["id"] != second["id"]
+    assert first["changed"] == [machine.pk] and first["announce"] == {str(machine.pk): "active"}
+    with translation.override("en"):
+        assert first["type"] == "machines.changed"
