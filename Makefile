@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& echo $$p && break; done)
 
-.PHONY: run lab test lint migrate messages clean
+.PHONY: run lab test lint migrate messages clean bench
 
 $(VENV)/.runtime: requirements.txt
 	@test -n "$(PYTHON)" || { echo "vxlanmgr needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -32,6 +32,17 @@ run: migrate
 # `make lab LAB_ARGS="--hosts 8 --port 8900"`; `$(PY) manage.py vxlanlab down` removes it all.
 lab: $(VENV)/.runtime
 	$(PY) manage.py vxlanlab up $(LAB_ARGS)
+
+# Benchmarks (root; PostgreSQL, Redis, fping, nftables), ~7 minutes; writes docs/benchmarks.md. A database and a
+# Redis DB of their own: the database is dropped and created again, the Redis DB flushed.
+BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/vxlanmgr_bench
+BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
+bench: export DATABASE_URL = $(BENCH_DATABASE_URL)
+bench: export REDIS_URL = $(BENCH_REDIS_URL)
+bench: export VXLANMGR_SECRET_KEY = bench-only-not-a-secret
+bench: export VXLANMGR_MAX_MACHINES = 10000
+bench: $(VENV)/.runtime
+	$(PY) manage.py bench $(BENCH_ARGS)
 
 # Tests never see a real secret; the suite may run against PostgreSQL (DATABASE_URL) where one is required.
 test: export VXLANMGR_SECRET_KEY ?= test-only-not-a-secret
