@@ -36,6 +36,9 @@ PRUNE_EVERY = 600.0
 PRUNE_BATCH = 5000
 DB_BACKOFF_MAX = 30.0
 STOP_GRACE = 4.0
+# A batch ends at its last send plus the timeout; the margin covers sending and writing a full batch,
+# and bounds how long a killed monitor's machines wait before another monitor checks them.
+LEASE_MARGIN = 10
 
 
 class Monitor:
@@ -144,7 +147,7 @@ class Monitor:
         capacity = settings.PING_CONCURRENCY - self.in_flight
         if capacity <= 0:
             return False
-        lease = timedelta(seconds=settings.PING_COUNT * settings.PING_TIMEOUT + 30)
+        lease = timedelta(seconds=settings.PING_COUNT * settings.PING_TIMEOUT + LEASE_MARGIN)
         now = timezone.now()
         machines = await self.db(services.claim_due, self.token, capacity, lease, now)
         if not machines:

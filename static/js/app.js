@@ -21,11 +21,13 @@
       if (Number.isNaN(when)) return;
       const seconds = Math.round((when - now) / 1000);
       const abs = Math.abs(seconds);
+      // Same units and rounding down as the server's naturaltime, so a refresh never changes the wording.
+      const sign = seconds < 0 ? -1 : 1;
       let text;
-      if (abs < 45) text = format.format(Math.min(0, seconds) === 0 ? 0 : seconds, "second");
-      else if (abs < 2700) text = format.format(Math.round(seconds / 60), "minute");
-      else if (abs < 79200) text = format.format(Math.round(seconds / 3600), "hour");
-      else text = format.format(Math.round(seconds / 86400), "day");
+      if (abs < 60) text = format.format(sign * abs, "second");
+      else if (abs < 3600) text = format.format(sign * Math.floor(abs / 60), "minute");
+      else if (abs < 86400) text = format.format(sign * Math.floor(abs / 3600), "hour");
+      else text = format.format(sign * Math.floor(abs / 86400), "day");
       el.textContent = text;
     });
   }
@@ -37,6 +39,13 @@
     if (list && window.htmx) window.htmx.trigger(list, "vxlanmgr:refresh");
   }
   window.vxlanmgr.refreshList = refreshList;
+
+  // htmx's ws extension waits up to 64 s between reconnects; an operator should not wait that long.
+  if (window.htmx) {
+    window.htmx.config.wsReconnectDelay = function (retry) {
+      return Math.min(10000, 500 * Math.pow(2, retry)) * (0.5 + Math.random() / 2);
+    };
+  }
 
   document.addEventListener("DOMContentLoaded", function () {
     updateRelativeTimes();
