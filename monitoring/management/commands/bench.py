@@ -5,6 +5,8 @@ again), Redis (REDIS_URL, a database number of its own: it is flushed), root for
 and fping. See monitoring/benchmarks/.
 """
 
+import dataclasses
+import json
 import os
 import shutil
 import time
@@ -151,6 +153,9 @@ class Command(BaseCommand):
         }
         text = report.render(rows, report.machine_info(), meta)
         report.write(Path(output), text)
+        (log_path / "results.json").write_text(
+            json.dumps({"rows": [dataclasses.asdict(row) for row in rows], "raw": ctx.raw, "meta": meta}, indent=1)
+        )
         ctx.log(f"wrote {output} in {duration:.0f} s total")
         missed = [row for row in rows if row.met is False]
         for row in missed:
