@@ -76,7 +76,7 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from icmplib import ICMPReply, ICMPRequest, ICMPv4Socket, ICMPv6Socket
@@ -120,6 +120,9 @@ _SO_EE_ORIGIN_LOCAL = 1
 _EXTENDED_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err
 _TIMESPEC = struct.Struct("@ll")
 _ID_SEQ = struct.Struct("!HH")
+_ECHO_PATCH = struct.Struct("!HHH")  # checksum, identifier, sequence: bytes 2-7 of an echo request
+_RECV_SIZE = 512  # enough for our replies and for the headers an ICMP error quotes
+_ANC_SIZE = 256
 
 _UNREACHABLE_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN, errno.EINVAL}
 _RETRY_LATER_ERRNOS = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS}
@@ -143,6 +146,31 @@ class PingResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def _result_constructor():
+    """A constructor for :class:`PingResult` that sets its slots directly, as its dataclass ``__init__``
+    does through ``object.__setattr__`` (frozen), at half the cost: one result per target per batch."""
+    new = object.__new__
+    setters = [getattr(PingResult, field.name).__set__ for field in fields(PingResult)]
+    set_address, set_ok, set_rtt, set_loss, set_failure, set_detail = setters
+
+    def new_result(
+        address: str, ok: bool, rtt_ms: float | None, loss: float, failure: Failure | None, detail: str
+    ) -> PingResult:
+        result = new(PingResult)
+        set_address(result, address)
+        set_ok(result, ok)
+        set_rtt(result, rtt_ms)
+        set_loss(result, loss)
+        set_failure(result, failure)
+        set_detail(result, detail)
+        return result
+
+    return new_result
+
+
+_new_result = _result_constructor()
 
 
 class PingerMode(enum.StrEnum):
@@ -295,18 +323,38 @@ class _Channel:
 
     # -- sending
     def packet(self, sequence: int, payload: bytes) -> bytes:
+        """One echo request built by icmplib (the reference for :meth:`template`)."""
         request = ICMPRequest(destination="", id=self.ident, sequence=sequence, payload=payload)
         return self.icmp._create_packet(id=request.id, sequence=request.sequence, payload=request.payload)
 
-    def transmit(self, packet: bytes, sockaddr: tuple) -> tuple[int, OSError | None]:
+    def template(self, payload: bytes) -> tuple[bytearray, int]:
+        """(packet, partial sum): icmplib's echo request with sequence 0, and the one's-complement sum of its
+        16-bit words without the checksum field. The request for sequence ``s`` is that packet with ``s`` in
+        bytes 6-7 and the checksum ``~fold(sum + s)`` in bytes 2-3 (RFC 1071/1624: the checksum of the
+        changed packet follows from the old sum and the changed word alone), exactly what icmplib computes.
+        """
+        packet = self.packet(0, payload)
+        words = packet[:2] + b"\0\0" + packet[4:] + b"\0" * (len(packet) % 2)
+        total = sum(struct.unpack(f"!{len(words) // 2}H", words))
+        while total >> 16:
+            total = (total & 0xFFFF) + (total >> 16)
+        return bytearray(packet), total
+
+    def transmit(self, packet: bytes, sockaddr: tuple, failed: OSError | None = None) -> tuple[int, OSError | None]:
         """``sendto`` once; returns (send time in ns, None) or (0, the error).
 
         On a ping socket an ICMP error that arrived for an EARLIER request is also reported by the next
         ``sendto`` (the packet is then not sent); the error queue already holds the details, so such a
-        one-off error is retried. An error that repeats is the real one.
+        one-off error is retried. An error that repeats is the real one. ``failed``: the error of an
+        attempt the caller already made.
         """
         last: OSError | None = None
-        for _ in range(3):
+        attempts = 3
+        if failed is not None:
+            if failed.errno in _RETRY_LATER_ERRNOS or self.raw:
+                return 0, failed
+            last, attempts = failed, 2
+        for _ in range(attempts):
             tx_ns = time.time_ns()
             try:
                 self.sock.sendto(packet, sockaddr)
@@ -447,7 +495,10 @@ class _Channel:
 
 
 class _Target:
-    __slots__ = ("address", "batch", "channel", "errors", "key", "rtts_ns", "sockaddr")
+    """One distinct address of a batch. Kept small (few objects per target: less for the garbage collector):
+    replies are counted and their round-trip times summed, the error list exists only once there is one."""
+
+    __slots__ = ("address", "batch", "channel", "errors", "first_sequence", "key", "replies", "rtt_ns", "sockaddr")
 
     def __init__(self, key: str, address: str, channel: _Channel, sockaddr: tuple, batch: _Batch):
         self.key = key
@@ -455,19 +506,34 @@ class _Target:
         self.channel = channel
         self.sockaddr = sockaddr
         self.batch = batch
-        self.rtts_ns: list[int] = []
-        self.errors: list[tuple[Failure, str]] = []
+        self.replies = 0
+        self.rtt_ns = 0  # sum over the replies
+        self.errors: list[tuple[Failure, str]] | None = None
+        self.first_sequence = -1  # round k uses first_sequence + k; -1 until the first round reserved them
+
+    def fail(self, kind: Failure, detail: str) -> None:
+        if self.errors is None:
+            self.errors = []
+        self.errors.append((kind, detail))
 
 
 class _Batch:
-    __slots__ = ("done", "keys", "outstanding", "sending", "stats")
+    __slots__ = ("done", "icmp_errors", "outstanding", "replies", "send_errors", "sending", "sent")
 
     def __init__(self):
-        self.keys: list[tuple[str, int]] = []  # every (address, sequence) this batch sent
         self.outstanding = 0  # requests sent and neither answered nor failed yet
         self.sending = True
         self.done = asyncio.Event()
-        self.stats = {"sent": 0, "replies": 0, "icmp_errors": 0, "send_errors": 0}
+        self.sent = self.replies = self.icmp_errors = self.send_errors = 0
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {
+            "sent": self.sent,
+            "replies": self.replies,
+            "icmp_errors": self.icmp_errors,
+            "send_errors": self.send_errors,
+        }
 
     def resolved(self) -> None:
         self.outstanding -= 1
@@ -614,20 +680,99 @@ class Pinger:
             if event.payload is None or not event.payload.startswith(self._payload):
                 self.ignored += 1  # same address/id/sequence but not our payload: not ours
                 return
-            target.rtts_ns.append(max(0, rx_ns - tx_ns))
-            batch.stats["replies"] += 1
+            target.replies += 1
+            target.rtt_ns += max(0, rx_ns - tx_ns)
+            batch.replies += 1
         else:
-            target.errors.append((UNREACHABLE if event.kind == "icmp_error" else ERROR, event.detail))
-            batch.stats["icmp_errors"] += 1
+            target.fail(UNREACHABLE if event.kind == "icmp_error" else ERROR, event.detail)
+            batch.icmp_errors += 1
         del self._pending[key]
         batch.resolved()
 
+    def _read(self, channel: _Channel, budget: int = _READ_BUDGET) -> int:
+        """Read up to ``budget`` queued packets of ``channel`` without blocking and apply them; returns how many.
+
+        Fast path, per packet without icmplib and without objects: an echo reply that carries our identifier
+        and payload (raw IPv4: behind a 20-byte IP header) is looked up by (source, sequence) among the
+        outstanding requests straight from its bytes, with one ``unpack_from``. Anything else (ICMP errors,
+        IP options, other programs' packets, garbage) goes through :meth:`_Channel.decode`, i.e. icmplib's
+        parser, and :meth:`_dispatch`, which apply the same checks.
+        """
+        sock = channel.sock
+        if sock.fileno() < 0:
+            return 0
+        recvmsg = sock.recvmsg
+        pending, payload, ident = self._pending, self._payload, channel.ident
+        offset = 20 if channel.raw and channel.version == 4 else 0
+        need = offset + 8 + len(payload)
+        reply_type = channel.echo_reply
+        first_byte = 0x45 if offset else reply_type  # raw IPv4: version 4, no IP options
+        v6 = channel.version == 6
+        unpack_id_seq, unpack_ts, time_ns = _ID_SEQ.unpack_from, _TIMESPEC.unpack_from, time.time_ns
+        sol_socket = socket.SOL_SOCKET
+        n = 0
+        while n < budget:
+            try:
+                data, anc, _flags, addr = recvmsg(_RECV_SIZE, _ANC_SIZE)
+            except BlockingIOError:
+                break
+            except InterruptedError:
+                continue
+            except OSError:  # a pending asynchronous error on a ping socket; details are in the error queue
+                n += 1
+                continue
+            n += 1
+            rx_ns = 0
+            for level, kind, cdata in anc:
+                if kind == _SO_TIMESTAMPNS and level == sol_socket and len(cdata) >= 16:
+                    sec, nsec = unpack_ts(cdata)
+                    rx_ns = sec * 1_000_000_000 + nsec
+            if (
+                len(data) >= need
+                and data[0] == first_byte
+                and data[offset] == reply_type
+                and data.startswith(payload, offset + 8)
+            ):
+                reply_ident, sequence = unpack_id_seq(data, offset + 4)
+                if reply_ident == ident:
+                    key = (_norm6(addr[0]) if v6 else addr[0], sequence)
+                    entry = pending.pop(key, None)
+                    if entry is None:
+                        self.ignored += 1  # a late or duplicate reply
+                        continue
+                    target, tx_ns = entry
+                    if target.channel is not channel:
+                        pending[key] = entry
+                        self.ignored += 1
+                        continue
+                    rtt = (rx_ns or time_ns()) - tx_ns
+                    target.replies += 1
+                    if rtt > 0:
+                        target.rtt_ns += rtt
+                    batch = target.batch
+                    batch.replies += 1
+                    batch.outstanding -= 1
+                    if not batch.outstanding and not batch.sending:
+                        batch.done.set()
+                    continue
+            try:
+                event = channel.decode(data, addr[0] if addr else "")
+            except (ValueError, IndexError, struct.error):  # not a packet of ours, whatever it is
+                continue
+            if event is not None:
+                self._dispatch(channel, event, rx_ns or time_ns())
+        if not channel.raw:
+            n += channel.read_errors(self._dispatch, budget)
+        return n
+
     def _drain(self, budget: int = _READ_BUDGET) -> int:
-        return sum(channel.read(self._dispatch, budget) for channel in list(self._channels.values()))
+        n = 0
+        for channel in list(self._channels.values()):
+            n += self._read(channel, budget)
+        return n
 
     def _on_readable(self, channel: _Channel) -> None:
-        if channel.sock.fileno() >= 0:
-            channel.read(self._dispatch, _READ_BUDGET)
+        self._read(channel, _READ_BUDGET)
 
     def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._active and self._loop is not loop:
@@ -638,12 +783,18 @@ class Pinger:
                 loop.add_reader(channel.fd, self._on_readable, channel)
         self._active += 1
 
-    def _end(self, batch: _Batch) -> None:
-        pending = self._pending
-        for key in batch.keys:  # forget what is still unanswered: late replies are then ignored
-            entry = pending.get(key)
-            if entry is not None and entry[0].batch is batch:
-                del pending[key]
+    def _end(self, batch: _Batch, targets: list[_Target], count: int) -> None:
+        if batch.outstanding:  # forget what is still unanswered: late replies are then ignored
+            pending = self._pending
+            for target in targets:
+                first = target.first_sequence
+                if first < 0:
+                    continue
+                for k in range(count):
+                    key = (target.key, (first + k) & 0xFFFF)
+                    entry = pending.get(key)
+                    if entry is not None and entry[0] is target:
+                        del pending[key]
         self._active -= 1
         if not self._active and self._loop is not None:
             for channel in self._channels.values():
@@ -671,11 +822,6 @@ class Pinger:
             raise RuntimeError("Pinger is closed")
         return await self._run_batch(list(addresses), count, timeout, interval, asyncio.get_running_loop())
 
-    def _sequence(self, key: str) -> int:
-        sequence = self._next_sequence.get(key, self._sequence_start)
-        self._next_sequence[key] = (sequence + 1) & 0xFFFF
-        return sequence
-
     async def _run_batch(
         self, addresses: list[str], count: int, timeout: float, interval: float, loop: asyncio.AbstractEventLoop
     ) -> dict[str, PingResult]:
@@ -683,8 +829,27 @@ class Pinger:
         ignored_before = self.ignored
         batch = _Batch()
         targets: dict[str, _Target] = {}
-        wanted: list[tuple[str, str | PingResult]] = []  # (address as given, target key or early result)
+        # (address as given, target key or early result); None while every address so far was a distinct
+        # canonical IPv4 literal: then the targets alone, in input order, give the results
+        wanted: list[tuple[str, str | PingResult]] | None = None
+        channel4 = self._channels.get(4)
+        inet_pton, af_inet = socket.inet_pton, socket.AF_INET
         for i, text in enumerate(addresses):
+            if i % 2048 == 2047:
+                await asyncio.sleep(0)
+            if channel4 is not None and type(text) is str and text not in targets:
+                try:  # the common case, inline: inet_pton only accepts canonical dotted quads
+                    inet_pton(af_inet, text)
+                except OSError:
+                    pass
+                else:
+                    if text != "0.0.0.0":  # noqa: S104
+                        targets[text] = _Target(text, text, channel4, (text, 0), batch)
+                        if wanted is not None:
+                            wanted.append((text, text))
+                        continue
+            if wanted is None:
+                wanted = [(key, key) for key in targets]
             parsed = _parse_address(text)
             if isinstance(parsed, str):
                 wanted.append((text, PingResult(str(text), False, None, 1.0, ERROR, parsed)))
@@ -698,8 +863,6 @@ class Pinger:
             if key not in targets:
                 targets[key] = _Target(key, text, channel, sockaddr, batch)
             wanted.append((text, key))
-            if i % 2048 == 2047:
-                await asyncio.sleep(0)
 
         if targets:
             if not self._active:  # nobody is listening: discard what queued up since the last batch
@@ -707,8 +870,9 @@ class Pinger:
                     while channel.read(None, _READ_BUDGET) >= _READ_BUDGET:
                         await asyncio.sleep(0)
             self._begin(loop)
+            sending = list(targets.values())
             try:
-                await self._send_rounds(batch, list(targets.values()), count, interval, loop)
+                await self._send_rounds(batch, sending, count, interval, loop)
                 batch.sending = False
                 if batch.outstanding:
                     with contextlib.suppress(TimeoutError):
@@ -718,20 +882,27 @@ class Pinger:
                             break
                         await asyncio.sleep(0)
             finally:
-                self._end(batch)
+                self._end(batch, sending, count)
 
         results: dict[str, PingResult] = {}
-        built: dict[str, PingResult] = {}
-        for i, (text, key) in enumerate(wanted):
-            if i % 2048 == 2047:
-                await asyncio.sleep(0)
-            if isinstance(key, PingResult):
-                results[text] = key
-                continue
-            if key not in built:
-                built[key] = self._result(targets[key], count, timeout)
-            result = built[key]
-            results[text] = result if result.address == text else _with_address(result, text)
+        make = _ResultMaker(count, timeout)
+        if wanted is None:  # targets are in input order, keyed by the address as given
+            for i, (text, target) in enumerate(targets.items()):
+                if i % 2048 == 2047:
+                    await asyncio.sleep(0)
+                results[text] = make(target)
+        else:
+            built: dict[str, PingResult] = {}
+            for i, (text, key) in enumerate(wanted):
+                if i % 2048 == 2047:
+                    await asyncio.sleep(0)
+                if isinstance(key, PingResult):
+                    results[text] = key
+                    continue
+                if key not in built:
+                    built[key] = make(targets[key])
+                result = built[key]
+                results[text] = result if result.address == text else _with_address(result, text)
         self.last_stats = {
             **batch.stats,
             "targets": len(targets),
@@ -744,67 +915,119 @@ class Pinger:
     async def _send_rounds(
         self, batch: _Batch, targets: list[_Target], count: int, interval: float, loop: asyncio.AbstractEventLoop
     ) -> None:
-        pending, keys, payload = self._pending, batch.keys, self._payload
+        groups: dict[_Channel, list[_Target]] = {}
+        next_sequence, start = self._next_sequence, self._sequence_start
+        for target in targets:  # reserve COUNT consecutive sequence numbers per address
+            groups.setdefault(target.channel, []).append(target)
+            key = target.key
+            target.first_sequence = sequence = next_sequence.get(key, start)
+            next_sequence[key] = (sequence + count) & 0xFFFF
         for round_number in range(count):
             round_started = loop.time()
-            for i, target in enumerate(targets):
-                channel = target.channel
-                if channel.sock.fileno() < 0:
-                    target.errors.append((ERROR, "pinger closed"))
-                    continue
-                sequence = self._sequence(target.key)
-                packet = channel.packet(sequence, payload)
-                for _attempt in range(_SEND_RETRIES):
-                    tx_ns, exc = channel.transmit(packet, target.sockaddr)
-                    if exc is None or exc.errno not in _RETRY_LATER_ERRNOS:
-                        break
-                    self._drain()  # send buffer full: let replies in and the device queue empty
-                    await asyncio.sleep(0.001)
-                if exc is None:
-                    key = (target.key, sequence)
-                    pending[key] = (target, tx_ns)
-                    keys.append(key)
-                    batch.outstanding += 1
-                    batch.stats["sent"] += 1
-                else:
-                    target.errors.append(_send_error(exc))
-                    batch.stats["send_errors"] += 1
-                if i % _SEND_CHUNK == _SEND_CHUNK - 1:
+            for channel, group in groups.items():
+                packet, partial = channel.template(self._payload)
+                for first in range(0, len(group), _SEND_CHUNK):
+                    i, end = first, min(first + _SEND_CHUNK, len(group))
+                    while i < end:
+                        if channel.sock.fileno() < 0:
+                            for target in group[i:end]:
+                                target.fail(ERROR, "pinger closed")
+                            break
+                        i, failure = self._send_chunk(batch, channel, group, i, end, packet, partial, round_number)
+                        if failure is not None:  # rare: the slow path with icmplib's packet, retries and waits
+                            await self._send_slow(batch, channel, *failure)
+                            i += 1
                     self._drain()
                     await asyncio.sleep(0)
             self._drain()
             if round_number < count - 1:
                 await asyncio.sleep(max(0.0, round_started + interval - loop.time()))
 
-    @staticmethod
-    def _result(target: _Target, count: int, timeout: float) -> PingResult:
-        if target.rtts_ns:
-            n = len(target.rtts_ns)
-            rtt = sum(target.rtts_ns) / n / 1e6
-            return PingResult(
-                target.address,
-                True,
-                round(rtt, 3),
-                round(1 - n / count, 4),
-                None,
-                f"{n}/{count} replies, rtt avg {rtt:.3f} ms",
-            )
-        for kind in (UNREACHABLE, ERROR):
-            details = [detail for k, detail in target.errors if k == kind]
-            if details:
-                return PingResult(target.address, False, None, 1.0, kind, details[0])
-        return PingResult(
-            target.address,
-            False,
-            None,
-            1.0,
-            TIMEOUT,
-            f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s",
-        )
+    def _send_chunk(
+        self,
+        batch: _Batch,
+        channel: _Channel,
+        group: list[_Target],
+        i: int,
+        end: int,
+        packet: bytearray,
+        partial: int,
+        round_number: int,
+    ) -> tuple[int, tuple[_Target, int, OSError] | None]:
+        """The hot loop: send the echo requests of ``group[i:end]``, each the batch's template packet with its
+        sequence number and checksum patched in place. Stops at the first failed ``sendto``:
+        (its index, (target, sequence, error)); else (end, None)."""
+        pending = self._pending
+        patch, ident, sendto, time_ns = _ECHO_PATCH.pack_into, channel.ident, channel.sock.sendto, time.time_ns
+        failure = None
+        first = i
+        while i < end:
+            target = group[i]
+            sequence = (target.first_sequence + round_number) & 0xFFFF
+            total = partial + sequence
+            patch(packet, 2, ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF, ident, sequence)
+            tx_ns = time_ns()
+            try:
+                sendto(packet, target.sockaddr)
+            except OSError as exc:
+                failure = (target, sequence, exc)
+                break
+            pending[target.key, sequence] = (target, tx_ns)
+            i += 1
+        batch.sent += i - first
+        batch.outstanding += i - first
+        return i, failure
+
+    async def _send_slow(self, batch: _Batch, channel: _Channel, target: _Target, sequence: int, exc: OSError) -> None:
+        """A ``sendto`` of the hot loop failed: classify, retry (a full send buffer: drain and wait) or fail."""
+        packet = channel.packet(sequence, self._payload)
+        tx_ns, error = channel.transmit(packet, target.sockaddr, exc)
+        for _attempt in range(_SEND_RETRIES):
+            if error is None or error.errno not in _RETRY_LATER_ERRNOS:
+                break
+            self._drain()  # send buffer full: let replies in and the device queue empty
+            await asyncio.sleep(0.001)
+            tx_ns, error = channel.transmit(packet, target.sockaddr)
+        if error is None:
+            self._pending[target.key, sequence] = (target, tx_ns)
+            batch.outstanding += 1
+            batch.sent += 1
+        else:
+            target.fail(*_send_error(error))
+            batch.send_errors += 1
 
 
 def _with_address(result: PingResult, address: str) -> PingResult:
-    return PingResult(address, result.ok, result.rtt_ms, result.loss, result.failure, result.detail)
+    return _new_result(address, result.ok, result.rtt_ms, result.loss, result.failure, result.detail)
+
+
+class _ResultMaker:
+    """Builds the :class:`PingResult` of each target of one batch (called once per target, so kept lean:
+    integer arithmetic for the average, one detail string per distinct (replies, rtt in µs))."""
+
+    __slots__ = ("count", "details", "timeout_detail")
+
+    def __init__(self, count: int, timeout: float):
+        self.count = count
+        self.details: dict[tuple[int, int], str] = {}
+        self.timeout_detail = f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s"
+
+    def __call__(self, target: _Target) -> PingResult:
+        n = target.replies
+        if n:
+            count = self.count
+            rtt_us = (target.rtt_ns + 500 * n) // (1000 * n)  # the average, rounded to the µs
+            detail = self.details.get((n, rtt_us))
+            if detail is None:
+                detail = self.details[n, rtt_us] = f"{n}/{count} replies, rtt avg {rtt_us / 1000:.3f} ms"
+            loss = 0.0 if n == count else round(1 - n / count, 4)
+            return _new_result(target.address, True, rtt_us / 1000, loss, None, detail)
+        if target.errors:
+            for kind in (UNREACHABLE, ERROR):
+                for k, detail in target.errors:
+                    if k == kind:
+                        return _new_result(target.address, False, None, 1.0, kind, detail)
+        return _new_result(target.address, False, None, 1.0, TIMEOUT, self.timeout_detail)
 
 
 async def ping_batch(

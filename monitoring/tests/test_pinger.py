@@ -527,10 +527,10 @@ class TestMatching:
     def test_a_matching_reply_resolves_its_request(self):
         good = ipv4("10.0.0.7", "10.0.0.1", icmp(0, 4660, 100, self.p._payload))
         assert self.feed(self.v4, good, "10.0.0.7") is not None
-        assert self.target.rtts_ns == [2_000_000]
+        assert (self.target.replies, self.target.rtt_ns) == (1, 2_000_000)
         assert ("10.0.0.7", 100) not in self.p._pending and self.batch.outstanding == 1
         self.feed(self.v4, good, "10.0.0.7")  # a duplicate changes nothing
-        assert self.target.rtts_ns == [2_000_000] and self.p.ignored == 1
+        assert (self.target.replies, self.target.rtt_ns) == (1, 2_000_000) and self.p.ignored == 1
 
     @pytest.mark.parametrize("case", ["wrong id", "wrong source", "wrong sequence", "wrong payload", "request"])
     def test_anything_else_is_ignored(self, case):
@@ -546,7 +546,7 @@ class TestMatching:
         else:
             kind = 8  # an echo REQUEST to that address (raw sockets see those too)
         self.feed(self.v4, ipv4(source, "10.0.0.1", icmp(kind, ident, seq, payload)), source)
-        assert self.target.rtts_ns == [] and self.batch.outstanding == 2
+        assert self.target.replies == 0 and self.batch.outstanding == 2
 
     def test_icmp_errors_quoting_our_request_make_it_unreachable(self):
         quoted = ipv4("10.0.0.1", "10.0.0.7", icmp(8, 4660, 100, self.p._payload))
@@ -567,7 +567,7 @@ class TestMatching:
 
     def test_ipv6_replies_and_errors(self):
         self.feed(self.v6, icmp(129, 4660, 100, self.p._payload), "fd00:0::7")
-        assert self.target6.rtts_ns == [2_000_000]
+        assert (self.target6.replies, self.target6.rtt_ns) == (1, 2_000_000)
         self.p._pending[("fd00::7", 101)] = (self.target6, 0)
         quoted = ipv6("fd00::1", "fd00::7", icmp(128, 4660, 101))
         event = self.feed(self.v6, struct.pack("!BBHI", 1, 3, 0, 0) + quoted, "fd00::99")
@@ -593,6 +593,164 @@ class TestMatching:
         destination = ("10.0.0.7", 0) if version == 4 else ("fd00::7", 0, 0, 0)
         event = channel.decode_queued_error(data, [(0, 11, data), (41, 25, data)], destination)
         assert event is None or isinstance(event, pinger._Event)
+
+
+class FakeSock:
+    """Stands in for a channel's socket: hands out queued packets, records what is sent."""
+
+    def __init__(self, packets=()):
+        self.queue = list(packets)
+        self.sent = []
+
+    def fileno(self):
+        return 99
+
+    def recvmsg(self, bufsize, ancbufsize, flags=0):
+        if flags or not self.queue:
+            raise BlockingIOError
+        data, addr, rx_ns = self.queue.pop(0)
+        anc = [] if rx_ns is None else [(socket.SOL_SOCKET, 35, struct.pack("@ll", *divmod(rx_ns, 1_000_000_000)))]
+        return data[:bufsize], anc, 0, addr
+
+    def sendto(self, data, sockaddr):
+        self.sent.append((bytes(data), sockaddr))
+        return len(data)
+
+
+class TestFastPath:
+    """The hot paths (template packets on the way out, replies decoded without icmplib on the way in) must
+    agree with icmplib's packets and with the decoder + matcher above."""
+
+    def setup_method(self):
+        self.v4 = fake_channel(4, raw=True, ident=4660)
+        self.v6 = fake_channel(6, raw=True, ident=4660)
+        self.dgram = fake_channel(4, raw=False, ident=4660)
+        self.p = fake_pinger(self.v4, self.v6)
+        self.batch = pinger._Batch()
+        self.batch.sending = False
+        self.target = pinger._Target("10.0.0.7", "10.0.0.7", self.v4, ("10.0.0.7", 0), self.batch)
+
+    def expect(self, target, channel, seq, tx_ns=1_000_000):
+        target.channel = channel
+        self.p._pending[(target.key, seq)] = (target, tx_ns)
+        self.batch.outstanding += 1
+
+    def read(self, channel, *packets):
+        channel.sock = FakeSock(packets)
+        return self.p._read(channel, 100)
+
+    @pytest.mark.parametrize("version", [4, 6])
+    def test_the_template_patched_per_sequence_is_icmplibs_packet(self, version):
+        channel = self.v4 if version == 4 else self.v6
+        packet, partial = channel.template(self.p._payload)
+        for seq in [*range(0, 70_000, 7), 0xFFFF, 0xFFFE, 1]:
+            seq &= 0xFFFF
+            total = partial + seq
+            pinger._ECHO_PATCH.pack_into(packet, 2, ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF, 4660, seq)
+            assert bytes(packet) == channel.packet(seq, self.p._payload), seq
+
+    async def test_the_send_loop_sends_icmplibs_packets_and_records_each_request(self):
+        self.v4.sock, self.v6.sock = FakeSock(), FakeSock()
+        self.p._next_sequence, self.p._sequence_start = {"10.0.0.9": 0xFFFF}, 500
+        targets = [pinger._Target(a, a, self.v4, (a, 0), self.batch) for a in ("10.0.0.7", "10.0.0.8", "10.0.0.9")]
+        self.batch.sending = True
+        await self.p._send_rounds(self.batch, targets, 2, 0.0, asyncio.get_running_loop())
+        sequences = {"10.0.0.7": [500, 501], "10.0.0.8": [500, 501], "10.0.0.9": [0xFFFF, 0]}
+        expected = [
+            (self.v4.packet(sequences[t.key][k], self.p._payload), (t.key, 0)) for k in range(2) for t in targets
+        ]
+        assert self.v4.sock.sent == expected
+        assert set(self.p._pending) == {(a, s) for a, seqs in sequences.items() for s in seqs}
+        assert self.batch.sent == self.batch.outstanding == 6
+        assert self.p._next_sequence == {"10.0.0.7": 502, "10.0.0.8": 502, "10.0.0.9": 1}
+        self.p._active, self.p._loop = 1, None
+        self.p._end(self.batch, targets, 2)  # unanswered requests are forgotten at the end
+        assert self.p._pending == {}
+
+    def test_a_matching_reply_resolves_its_request_with_the_kernel_timestamp(self):
+        self.expect(self.target, self.v4, 100)
+        good = ipv4("10.0.0.7", "10.0.0.1", icmp(0, 4660, 100, self.p._payload))
+        assert self.read(self.v4, (good, ("10.0.0.7", 0), 3_500_000)) == 1
+        assert (self.target.replies, self.target.rtt_ns) == (1, 2_500_000)
+        assert self.p._pending == {} and self.batch.outstanding == 0 and self.batch.replies == 1
+        assert self.batch.done.is_set()
+        self.read(self.v4, (good, ("10.0.0.7", 0), 4_000_000))  # a duplicate changes nothing
+        assert (self.target.replies, self.p.ignored) == (1, 1)
+
+    @pytest.mark.parametrize(
+        "case", ["wrong id", "wrong source", "wrong sequence", "wrong payload", "short payload", "request", "channel"]
+    )
+    def test_anything_else_is_ignored(self, case):
+        self.expect(self.target, self.v4, 100)
+        ident, source, seq, payload, kind, channel = 4660, "10.0.0.7", 100, self.p._payload, 0, self.v4
+        if case == "wrong id":
+            ident = 4661
+        elif case == "wrong source":
+            source = "10.0.0.8"
+        elif case == "wrong sequence":
+            seq = 101
+        elif case == "wrong payload":
+            payload = b"vxlanmgr" + b"X" * 8
+        elif case == "short payload":
+            payload = self.p._payload[:-1]
+        elif case == "request":
+            kind = 8
+        else:  # the right packet, but on another socket than the request went out on
+            self.expect(self.target, self.dgram, 100)
+        packet = icmp(kind, ident, seq, payload)
+        if channel is self.v4:
+            packet = ipv4(source, "10.0.0.1", packet)
+        self.read(self.v4, (packet, (source, 0), 3_000_000))
+        assert self.target.replies == 0 and self.batch.outstanding == 2 - (case != "channel")
+        assert ("10.0.0.7", 100) in self.p._pending
+
+    def test_ip_options_icmp_errors_and_garbage_take_the_icmplib_path(self):
+        self.expect(self.target, self.v4, 100)
+        self.expect(self.target, self.v4, 101)
+        reply = icmp(0, 4660, 100, self.p._payload)
+        with_options = bytearray(ipv4("10.0.0.7", "10.0.0.1", b"\1\1\1\0" + reply))
+        with_options[0] = 0x46  # a 24-byte header: four bytes of options (NOPs, end of list)
+        quoted = ipv4("10.0.0.1", "10.0.0.7", icmp(8, 4660, 101, self.p._payload))
+        error = ipv4("192.0.2.1", "10.0.0.1", struct.pack("!BBHI", 3, 1, 0, 0) + quoted)
+        n = self.read(
+            self.v4,
+            (b"\x45garbage", ("10.0.0.7", 0), None),
+            (bytes(with_options), ("10.0.0.7", 0), 3_000_000),
+            (error, ("192.0.2.1", 0), None),
+        )
+        assert n == 3
+        assert (self.target.replies, self.target.rtt_ns) == (1, 2_000_000)
+        unreachable = "Destination host unreachable (ICMP type 3 code 1) from 192.0.2.1"
+        assert self.target.errors == [("unreachable", unreachable)]
+        assert self.p._pending == {} and self.batch.outstanding == 0
+
+    def test_ping_socket_and_ipv6_replies(self):
+        self.p._channels[4] = self.dgram
+        self.expect(self.target, self.dgram, 100)
+        target6 = pinger._Target("fd00::7", "fd00::7", self.v6, ("fd00::7", 0, 0, 0), self.batch)
+        self.expect(target6, self.v6, 7)
+        self.dgram.sock = FakeSock()
+        self.read(self.dgram, (icmp(0, 4660, 100, self.p._payload), ("10.0.0.7", 0), 1_250_000))
+        self.read(self.v6, (icmp(129, 4660, 7, self.p._payload), ("fd00:0::7", 0, 0, 0), None))
+        assert (self.target.replies, self.target.rtt_ns) == (1, 250_000)
+        assert target6.replies == 1 and target6.rtt_ns > 0  # no kernel timestamp: the time it was read
+        assert self.p._pending == {}
+
+    def test_results(self):
+        make = pinger._ResultMaker(2, 1.0)
+        self.target.replies, self.target.rtt_ns = 2, 2_469_000
+        assert make(self.target) == PingResult("10.0.0.7", True, 1.235, 0.0, None, "2/2 replies, rtt avg 1.235 ms")
+        self.target.replies, self.target.rtt_ns = 1, 1_000_400
+        assert make(self.target) == PingResult("10.0.0.7", True, 1.0, 0.5, None, "1/2 replies, rtt avg 1.000 ms")
+        other = pinger._Target("10.0.0.8", "10.0.0.8", self.v4, ("10.0.0.8", 0), self.batch)
+        assert make(other) == PingResult(
+            "10.0.0.8", False, None, 1.0, "timeout", "no reply to 2 echo requests within 1 s"
+        )
+        other.fail("error", "local error")
+        other.fail("unreachable", "gone")
+        assert make(other).failure == "unreachable" and make(other).detail == "gone"
+        with pytest.raises(AttributeError):
+            make(other).ok = True
 
 
 def test_send_errors_are_classified():
