@@ -12,16 +12,32 @@ How a batch works
 * ONE socket per address family, created once by :class:`Pinger` and reused by every batch. The sockets
   are icmplib's ``ICMPv4Socket``/``ICMPv6Socket``: ``privileged=False`` (kernel "ping" sockets,
   ``SOCK_DGRAM``) when ``net.ipv4.ping_group_range`` admits our group, else ``privileged=True``
-  (``SOCK_RAW``, root or CAP_NET_RAW); see :func:`probe_privileges`. Packets are built from
-  ``ICMPRequest`` objects with icmplib's packet builder and echo replies are read with icmplib's reply
-  parser. The send itself is a plain ``sendto`` on icmplib's socket so that the kernel's errno survives
-  (icmplib's ``send()`` folds it into a string) and no ``getaddrinfo`` runs per packet.
+  (``SOCK_RAW``, root or CAP_NET_RAW); see :func:`probe_privileges`. The send itself is a plain ``sendto``
+  on icmplib's socket so that the kernel's errno survives (icmplib's ``send()`` folds it into a string) and
+  no ``getaddrinfo`` runs per packet.
+* Where the hot path bypasses icmplib, and why: a batch costs about as much Python per target as the
+  kernel spends on that target's ``sendto`` and ``recvmsg``, so per packet it does only what it must
+  (the goal is to keep up with ``fping -i0``; ``manage.py bench``, docs/benchmarks.md).
+  - Sending: icmplib builds ONE echo request per batch and address family (``ICMPRequest`` + its packet
+    builder, sequence 0: :meth:`_Channel.template`). Each request is that packet, in one reused buffer,
+    with its sequence number and checksum patched in (the checksum from the template's partial sum, RFC
+    1071/1624), byte for byte what icmplib would build (a test checks every sequence number), then sent.
+    A failed ``sendto`` leaves the loop for the careful path (icmplib's packet, retries, errno kept).
+  - Receiving: an echo reply carrying our identifier and payload is matched straight from its bytes:
+    type, identifier, sequence and payload at fixed offsets (raw IPv4: behind a 20-byte IP header; a
+    header with options is left to the slow path), the source from ``recvmsg``, the time from the
+    kernel timestamp; no objects besides the lookup key. Everything else (ICMP errors, IP options,
+    anything not ours) goes to icmplib's reply parser and the full matcher, which apply the same rules.
+  - Results: replies are counted and their RTTs summed per target; each result is built once, with
+    integer arithmetic, the detail strings shared between equal results and :class:`PingResult`'s slots
+    set directly (what its frozen-dataclass ``__init__`` does, at half the cost).
 * COUNT rounds: round k sends one echo request to every target. Every target gets all COUNT requests
   even if it already answered, so ``loss`` is the real fraction of the COUNT requests that got no reply.
   Round k+1 starts ``interval`` seconds (default 0.05) after round k started, or at once when sending
   round k took longer than that.
 * Each request carries a unique (address, sequence) pair: sequence numbers are counted per address and
-  keep counting across batches, so a late reply from an earlier batch never matches a later request.
+  keep counting across batches (a batch takes COUNT consecutive ones per address before its first round),
+  so a late reply from an earlier batch never matches a later request.
   A reply is accepted only if its source address, identifier, sequence number AND payload (the constant
   ``vxlanmgr`` plus an 8-byte random token of this Pinger) all match an outstanding request; everything
   else (other programs' pings, which a raw socket also sees, duplicates, forgeries) is ignored. With
@@ -68,6 +84,7 @@ import asyncio
 import contextlib
 import enum
 import errno
+import functools
 import ipaddress
 import json
 import os
@@ -76,6 +93,7 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
@@ -148,12 +166,14 @@ class PingResult:
         return asdict(self)
 
 
+# object.__new__ and the setters of PingResult's slots, in field order
+_RESULT_SLOTS = (object.__new__, tuple(getattr(PingResult, field.name).__set__ for field in fields(PingResult)))
+
+
 def _result_constructor():
     """A constructor for :class:`PingResult` that sets its slots directly, as its dataclass ``__init__``
     does through ``object.__setattr__`` (frozen), at half the cost: one result per target per batch."""
-    new = object.__new__
-    setters = [getattr(PingResult, field.name).__set__ for field in fields(PingResult)]
-    set_address, set_ok, set_rtt, set_loss, set_failure, set_detail = setters
+    new, (set_address, set_ok, set_rtt, set_loss, set_failure, set_detail) = _RESULT_SLOTS
 
     def new_result(
         address: str, ok: bool, rtt_ms: float | None, loss: float, failure: Failure | None, detail: str
@@ -251,6 +271,7 @@ class _Event:
     detail: str = ""
 
 
+@functools.lru_cache(maxsize=65536)
 def _norm6(address: str) -> str:
     return str(ipaddress.IPv6Address(address.split("%", 1)[0]))
 
@@ -885,7 +906,7 @@ class Pinger:
                 self._end(batch, sending, count)
 
         results: dict[str, PingResult] = {}
-        make = _ResultMaker(count, timeout)
+        make = _result_maker(count, timeout)
         if wanted is None:  # targets are in input order, keyed by the address as given
             for i, (text, target) in enumerate(targets.items()):
                 if i % 2048 == 2047:
@@ -1001,33 +1022,37 @@ def _with_address(result: PingResult, address: str) -> PingResult:
     return _new_result(address, result.ok, result.rtt_ms, result.loss, result.failure, result.detail)
 
 
-class _ResultMaker:
-    """Builds the :class:`PingResult` of each target of one batch (called once per target, so kept lean:
-    integer arithmetic for the average, one detail string per distinct (replies, rtt in µs))."""
+def _result_maker(count: int, timeout: float) -> Callable[[_Target], PingResult]:
+    """The function that builds the :class:`PingResult` of each target of one batch. Called once per target,
+    so kept lean: integer arithmetic for the average, one detail string per distinct (replies, rtt in µs),
+    the result's slots set directly (see :func:`_result_constructor`)."""
+    details: dict[int, str] = {}
+    timeout_detail = f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s"
+    new, (set_address, set_ok, set_rtt, set_loss, set_failure, set_detail) = _RESULT_SLOTS
 
-    __slots__ = ("count", "details", "timeout_detail")
-
-    def __init__(self, count: int, timeout: float):
-        self.count = count
-        self.details: dict[tuple[int, int], str] = {}
-        self.timeout_detail = f"no reply to {count} echo request{'s' if count > 1 else ''} within {timeout:g} s"
-
-    def __call__(self, target: _Target) -> PingResult:
+    def make(target: _Target) -> PingResult:
         n = target.replies
-        if n:
-            count = self.count
-            rtt_us = (target.rtt_ns + 500 * n) // (1000 * n)  # the average, rounded to the µs
-            detail = self.details.get((n, rtt_us))
-            if detail is None:
-                detail = self.details[n, rtt_us] = f"{n}/{count} replies, rtt avg {rtt_us / 1000:.3f} ms"
-            loss = 0.0 if n == count else round(1 - n / count, 4)
-            return _new_result(target.address, True, rtt_us / 1000, loss, None, detail)
-        if target.errors:
-            for kind in (UNREACHABLE, ERROR):
-                for k, detail in target.errors:
-                    if k == kind:
-                        return _new_result(target.address, False, None, 1.0, kind, detail)
-        return _new_result(target.address, False, None, 1.0, TIMEOUT, self.timeout_detail)
+        if not n:
+            if target.errors:
+                for kind in (UNREACHABLE, ERROR):
+                    for k, detail in target.errors:
+                        if k == kind:
+                            return _new_result(target.address, False, None, 1.0, kind, detail)
+            return _new_result(target.address, False, None, 1.0, TIMEOUT, timeout_detail)
+        rtt_us = (target.rtt_ns + 500 * n) // (1000 * n)  # the average, rounded to the µs
+        detail = details.get(rtt_us * 128 + n)  # n <= MAX_COUNT < 128
+        if detail is None:
+            detail = details[rtt_us * 128 + n] = f"{n}/{count} replies, rtt avg {rtt_us / 1000:.3f} ms"
+        result = new(PingResult)
+        set_address(result, target.address)
+        set_ok(result, True)
+        set_rtt(result, rtt_us / 1000)
+        set_loss(result, 0.0 if n == count else round(1 - n / count, 4))
+        set_failure(result, None)
+        set_detail(result, detail)
+        return result
+
+    return make
 
 
 async def ping_batch(

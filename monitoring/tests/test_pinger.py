@@ -737,7 +737,7 @@ class TestFastPath:
         assert self.p._pending == {}
 
     def test_results(self):
-        make = pinger._ResultMaker(2, 1.0)
+        make = pinger._result_maker(2, 1.0)
         self.target.replies, self.target.rtt_ns = 2, 2_469_000
         assert make(self.target) == PingResult("10.0.0.7", True, 1.235, 0.0, None, "2/2 replies, rtt avg 1.235 ms")
         self.target.replies, self.target.rtt_ns = 1, 1_000_400
