@@ -31,6 +31,18 @@ def require_redis():
     require(bool(settings.REDIS_URL), "needs Redis: set REDIS_URL=redis://127.0.0.1:6379/0")
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    yield
+    # Pooled connections would keep the test database busy and stop it being dropped.
+    from django.db import connections
+
+    with django_db_blocker.unblock():
+        for connection in connections.all():
+            if hasattr(connection, "close_pool"):
+                connection.close_pool()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_cache():
     # Rate-limit counters live in the cache; one test's requests must not throttle the next.

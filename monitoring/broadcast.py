@@ -7,9 +7,12 @@ and dashboards re-sync when they reconnect.
 
 import asyncio
 import logging
+import threading
+import time
+import uuid
 
 from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
+from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.db import transaction
 
 logger = logging.getLogger("vxlanmgr.broadcast")
@@ -26,6 +29,8 @@ def event(changed=(), deleted=(), created: bool = False, announce: dict | None =
         "created": created,
         # machine id -> new status, for the screen-reader announcement
         "announce": {str(key): value for key, value in (announce or {}).items()},
+        # Unique per event, so dashboards showing the same page share one render of it (push.render_for).
+        "id": uuid.uuid4().hex,
     }
 
 
@@ -44,6 +49,68 @@ async def push(message: dict) -> bool:
     return True
 
 
+def merge(messages: list[dict]) -> dict:
+    """One event saying everything several events said; a machine deleted in any of them is gone."""
+    changed, deleted, announce = set(), set(), {}
+    for message in messages:
+        changed.update(message["changed"])
+        deleted.update(message["deleted"])
+        announce.update(message["announce"])
+    merged = event(
+        changed=changed - deleted,
+        deleted=deleted,
+        created=any(message["created"] for message in messages),
+    )
+    merged["announce"] = {key: value for key, value in announce.items() if int(key) not in deleted}
+    return merged
+
+
+class _Coalescer:
+    """Sends the pushes of request threads from one thread of its own, merged per short window.
+
+    A registration then pays for a queue append instead of a channel-layer round trip, and a boot storm of
+    hundreds of registrations a second reaches each dashboard as a few events instead of hundreds.
+    """
+
+    WINDOW = 0.05
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.pending: list[dict] = []
+        self.wake = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def submit(self, message: dict) -> None:
+        with self.lock:
+            self.pending.append(message)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._run, name="broadcast", daemon=True)
+                self.thread.start()
+        self.wake.set()
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while True:
+            self.wake.wait()
+            time.sleep(self.WINDOW)
+            with self.lock:
+                self.wake.clear()
+                batch, self.pending = self.pending, []
+            if batch:
+                loop.run_until_complete(push(merge(batch)))
+
+
+_coalescer = _Coalescer()
+
+
+def _send_now(message: dict) -> None:
+    # The in-memory layer lives on the web server's event loop; it cannot be fed from another loop.
+    if isinstance(get_channel_layer(), InMemoryChannelLayer):
+        async_to_sync(push)(message)
+    else:
+        _coalescer.submit(message)
+
+
 def push_after_commit(message: dict) -> None:
     """From synchronous web code: send once the change is committed and visible to the sockets."""
-    transaction.on_commit(lambda: async_to_sync(push)(message))
+    transaction.on_commit(lambda: _send_now(message))

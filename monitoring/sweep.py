@@ -16,7 +16,7 @@ from datetime import timedelta
 from functools import partial
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
 from machines import services
@@ -243,14 +243,20 @@ class Monitor:
 
 
 def change_event(changes: list[services.StatusChange]) -> dict:
-    """The push for a batch's status changes. Its id is unique, so dashboards showing the same page share one
-    render of it (monitoring.push.render_for)."""
-    message = broadcast.event(
+    """The push for a batch's status changes."""
+    return broadcast.event(
         changed=[change.machine.pk for change in changes],
         announce={change.machine.pk: change.decision.state.status for change in changes},
     )
-    message["id"] = uuid.uuid4().hex
-    return message
+
+
+def use_one_persistent_connection() -> None:
+    """For a process that is only a monitor: all its queries come from one thread, so one kept connection
+    serves best; a pool adds nothing and would hide an outage behind its wait for a free connection."""
+    for alias in connections:
+        settings_dict = connections.settings[alias]
+        settings_dict["OPTIONS"].pop("pool", None)
+        settings_dict["CONN_MAX_AGE"] = 600
 
 
 def _beat(name: str, mode: str, error: str) -> None:

@@ -133,17 +133,18 @@ INSTALLED_APPS = [
     "monitoring",
 ]
 
+# Django's own middleware, each declared sync-only (see machines/middleware.py for why).
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
-    "csp.middleware.CSPMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.locale.LocaleMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_htmx.middleware.HtmxMiddleware",
+    "machines.middleware.Security",
+    "machines.middleware.ContentSecurityPolicy",
+    "machines.middleware.Session",
+    "machines.middleware.Locale",
+    "machines.middleware.Common",
+    "machines.middleware.Csrf",
+    "machines.middleware.Authentication",
+    "machines.middleware.Messages",
+    "machines.middleware.XFrameOptions",
+    "machines.middleware.Htmx",
 ]
 
 ROOT_URLCONF = "vxlanmgr.urls"
@@ -169,7 +170,7 @@ try:
     DATABASES = {
         "default": dj_database_url.parse(
             DATABASE_URL or f"sqlite:///{VAR_DIR / 'vxlanmgr.sqlite3'}",
-            conn_max_age=env_int("VXLANMGR_DB_CONN_MAX_AGE", 60),
+            conn_max_age=env_int("VXLANMGR_DB_CONN_MAX_AGE", 0),
             conn_health_checks=True,
         )
     }
@@ -190,9 +191,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not memory) so monitor subprocesses under test can share it; one per run so runs never collide.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{os.getpid()}.sqlite3")}
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"].setdefault("OPTIONS", {})["application_name"] = env_str(
-        "VXLANMGR_DB_APPLICATION_NAME", "vxlanmgr"
-    )
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options["application_name"] = env_str("VXLANMGR_DB_APPLICATION_NAME", "vxlanmgr")
+    # Under ASGI every request runs in a thread of its own, so Django's persistent connections are never
+    # reused: each request would open (and a storm exhaust) PostgreSQL connections. A pool shares them.
+    DB_POOL_SIZE = env_int("VXLANMGR_DB_POOL_SIZE", 20, minimum=0, maximum=1000)
+    if DB_POOL_SIZE:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        options["pool"] = {"min_size": 1, "max_size": DB_POOL_SIZE, "timeout": 5, "max_idle": 300}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -143,6 +143,9 @@ class PausableProxy:
             self.listener = None
         with self.lock:
             for conn in self.connections:
+                # shutdown, not just close: it wakes the pipe thread blocked in recv and tells both ends.
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
                 conn.close()
             self.connections.clear()
 
@@ -196,8 +199,8 @@ def test_a_database_outage_at_start_and_mid_run_judges_no_machine(require_postgr
         proxy.start()
         wait_for(lambda: all(current(m).status == "active" for m in machines), 20, message="checks after start")
 
-        proxy.pause()  # and now mid-run
-        time.sleep(4)
+        proxy.pause()  # and now mid-run, longer than the connection pool waits for a connection
+        time.sleep(8)
         assert monitor.process.poll() is None
         proxy.start()
         before = max(current(m).last_checked_at for m in machines)
@@ -208,7 +211,7 @@ def test_a_database_outage_at_start_and_mid_run_judges_no_machine(require_postgr
         assert all(current(m).consecutive_failures == 0 for m in machines)
         output = monitor.output()
         assert output.count("database unavailable") <= 2, output
-        assert "database reachable again" in output
+        assert "database reachable again" in output, output
 
 
 def test_without_icmp_the_embedded_monitor_keeps_the_web_up_and_explains_why(operator_client):

@@ -34,9 +34,18 @@
 
   window.vxlanmgr = window.vxlanmgr || { live: false };
 
+  // At most one list refresh a second: a boot storm of registrations must not become a storm of reloads.
+  const REFRESH_GAP_MS = 1000;
+  let lastRefresh = 0;
+  let refreshTimer = null;
   function refreshList() {
-    const list = document.getElementById("machine-list");
-    if (list && window.htmx) window.htmx.trigger(list, "vxlanmgr:refresh");
+    if (refreshTimer) return;
+    refreshTimer = setTimeout(function () {
+      refreshTimer = null;
+      lastRefresh = Date.now();
+      const list = document.getElementById("machine-list");
+      if (list && window.htmx) window.htmx.trigger(list, "vxlanmgr:refresh");
+    }, Math.max(0, lastRefresh + REFRESH_GAP_MS - Date.now()));
   }
   window.vxlanmgr.refreshList = refreshList;
 

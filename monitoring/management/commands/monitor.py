@@ -7,7 +7,7 @@ import signal
 from django.core.management.base import BaseCommand, CommandError
 
 from monitoring.pinger import PingerUnavailable
-from monitoring.sweep import Monitor
+from monitoring.sweep import Monitor, use_one_persistent_connection
 
 logger = logging.getLogger("vxlanmgr.monitor")
 
@@ -16,6 +16,7 @@ class Command(BaseCommand):
     help = "Ping every registered machine, track failures and recoveries, and push changes to dashboards."
 
     def handle(self, *args, **options):
+        use_one_persistent_connection()
         monitor = Monitor()
         try:
             monitor.start_pinger()
