@@ -114,7 +114,7 @@ class Command(BaseCommand):
 
         cache.clear()
         rows: list[common.Row] = []
-        server_env = common.child_env(VXLANMGR_DB_CONN_MAX_AGE="0", VXLANMGR_LOG_LEVEL="WARNING")
+        server_env = common.child_env(VXLANMGR_LOG_LEVEL="WARNING")
         with common.Server(log_path, server_env) as server:
             ctx.log(f"server on 127.0.0.1:{server.port}")
             cookie = common.session_cookie()
@@ -146,7 +146,7 @@ class Command(BaseCommand):
             "load_before": load_before,
             "load_after": report.load_average(),
             "max_machines": settings.MAX_MACHINES,
-            "server_note": "the server with `VXLANMGR_DB_CONN_MAX_AGE=0` (see Register below)",
+            "server_note": "the server (one Daphne process) with its default PostgreSQL connection pool",
             "methods": METHODS,
             "fixes": FIXES,
             "daemon_slow": bool(daemon and daemon["rate"] < 2 * daemon["demand"]),
