@@ -10,6 +10,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings as django_settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,8 +28,11 @@ def database_url() -> str:
     return f"postgres://{user}@/{settings['NAME']}?host={PG_SOCKET_DIR}"
 
 
-def monitor_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VXLANMGR_") and k not in {"REDIS_URL"}}
+def monitor_env(*, share_redis: bool = False, **overrides: str) -> dict[str, str]:
+    """The environment of a vxlanmgr process under test: the test database, fast checks, and the test's
+    Redis only when asked (a process inside a namespace cannot reach it)."""
+    dropped = {"REDIS_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VXLANMGR_") and k not in dropped}
     env.update(
         DATABASE_URL=database_url(),
         VXLANMGR_SECRET_KEY="monitor-under-test",
@@ -41,6 +45,8 @@ def monitor_env(**overrides: str) -> dict[str, str]:
         VXLANMGR_LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    if share_redis and django_settings.REDIS_URL:
+        env["REDIS_URL"] = django_settings.REDIS_URL
     env.update(overrides)
     return env
 

@@ -9,35 +9,17 @@ import os
 import shutil
 
 import pytest
-from django.conf import settings
 
 from conftest import require
-from monitoring.tests.support import database_url
+from monitoring.tests.support import monitor_env
 
 from .support import CHROMIUM, DESKTOP, PASSWORD, USERNAME, PageErrors, Server, launch_chromium
 
 
 def server_env(**overrides: str) -> dict[str, str]:
     """The server's environment: the test database, the test's channel layer (Redis when configured)."""
-    dropped = {"REDIS_URL", "DATABASE_URL", "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VXLANMGR_") and k not in dropped}
-    env.update(
-        DATABASE_URL=database_url(),
-        VXLANMGR_SECRET_KEY="browser-tests-not-a-secret",
-        VXLANMGR_CHECK_INTERVAL="1",
-        VXLANMGR_RETRY_INTERVAL="1",
-        VXLANMGR_FAILURE_THRESHOLD="3",
-        VXLANMGR_BACKOFF_MAX="2",
-        VXLANMGR_PING_COUNT="1",
-        VXLANMGR_PING_TIMEOUT="0.5",
-        VXLANMGR_LOG_LEVEL="INFO",
-        PYTHONUNBUFFERED="1",
-    )
-    if settings.REDIS_URL:
-        # CI: the server and this test process share the real channel layer and cache.
-        env["REDIS_URL"] = settings.REDIS_URL
-    env.update(overrides)
-    return env
+    return monitor_env(share_redis=True, VXLANMGR_SECRET_KEY="browser-tests-not-a-secret",
+                       VXLANMGR_BACKOFF_MAX="2", **overrides)
 
 
 @pytest.fixture(scope="package")
