@@ -142,22 +142,17 @@ def claim_due(token: str, limit: int, lease: timedelta, now: datetime | None = N
     """Claim up to `limit` machines whose check is due, so no other monitor checks them meanwhile."""
     now = now or timezone.now()
     with transaction.atomic():
-        due = (
+        # Read under the lock: these rows are exactly the ones the update below claims.
+        machines = list(
             Machine.objects.select_for_update(skip_locked=True)
             .filter(next_check_at__lte=now)
             .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
             .order_by("next_check_at")
-            .values_list("pk", flat=True)[:limit]
+            .only("pk", "ip_address", "hostname", "status", "next_check_at")[:limit]
         )
-        ids = list(due)
-        if not ids:
-            return []
-        Machine.objects.filter(pk__in=ids).update(claimed_until=now + lease, claim_token=token)
-    return list(
-        Machine.objects.filter(pk__in=ids, claim_token=token).only(
-            "pk", "ip_address", "hostname", "status", "next_check_at"
-        )
-    )
+        if machines:
+            Machine.objects.filter(pk__in=[m.pk for m in machines]).update(claimed_until=now + lease, claim_token=token)
+    return machines
 
 
 @dataclass
@@ -212,10 +207,40 @@ def record_checks(token: str, records: Iterable[CheckRecord], now: datetime | No
                     failure=record.outcome.failure,
                 )
             )
-        Machine.objects.bulk_update(machines, _CHECK_FIELDS, batch_size=500)
+        _write_check_fields(machines)
         PingResult.objects.bulk_create(pings, batch_size=1000)
         FailureLog.objects.bulk_create(logs)
     return changed
+
+
+def _write_check_fields(machines: list[Machine]) -> None:
+    """Save the _CHECK_FIELDS of machines the caller has locked: one UPDATE … FROM unnest(arrays) on PostgreSQL.
+
+    Django's bulk_update builds a CASE WHEN per field and row, which took ~85% of the monitor's CPU.
+    """
+    if not machines:
+        return
+    quote = connection.ops.quote_name
+    meta = Machine._meta
+    fields = [meta.get_field(name) for name in _CHECK_FIELDS]
+    # Values as save() would send them (datetimes become strings on SQLite), then the pk.
+    rows = [[field.get_db_prep_save(getattr(m, field.attname), connection) for field in fields] + [m.pk]
+            for m in machines]
+    table, pk = quote(meta.db_table), quote(meta.pk.column)
+    # Identifiers only come from the model's _meta; every value is a parameter.
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            # One array per column (psycopg sends a list as an array, None as NULL), cast without its length
+            # (varchar(16)[] -> varchar[]) like Django's own unnest bulk_create.
+            columns = [*fields, meta.pk]
+            arrays = ", ".join(f"%s::{field.db_type(connection).split('(')[0]}[]" for field in columns)
+            names = ", ".join(quote(field.column) for field in columns)
+            assignments = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in fields)
+            sql = f"UPDATE {table} AS m SET {assignments} FROM unnest({arrays}) AS v({names}) WHERE m.{pk} = v.{pk}"  # noqa: S608
+            cursor.execute(sql, [list(column) for column in zip(*rows, strict=True)])
+        else:
+            assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+            cursor.executemany(f"UPDATE {table} SET {assignments} WHERE {pk} = %s", rows)  # noqa: S608
 
 
 def _apply_decision(machine: Machine, decision: Decision, outcome: Outcome, now: datetime) -> None:
