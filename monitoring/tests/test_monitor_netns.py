@@ -106,7 +106,7 @@ def test_a_killed_monitor_continues_where_it_stopped(lab):
         # Counting goes on from the stored state: no reset, no second "unreachable" entry.
         wait_for(
             lambda: Machine.objects.get(pk=machine.pk).consecutive_failures > failures_before,
-            25, message=f"checks to continue\n{monitor.output()}",
+            45, message=f"checks to continue\n{monitor.output()}",
         )
         assert status(machine) == "unreachable"
         assert log_kinds(machine) == ["unreachable"]
