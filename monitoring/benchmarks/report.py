@@ -22,6 +22,33 @@ CAUSES = {
         "cores the wall times of both stretch and the ratio moves with it (see the per-repetition times in "
         "the notes). Before that rework: 42 µs per target, ratio 2.05."
     ),
+    "Register": (
+        "**Register.** One Daphne process serves the storm, on the same two cores as PostgreSQL, Redis and the "
+        "50 clients. Its reference is a static file fetched by the same clients in the same run: what Daphne, "
+        "Twisted and Django's request handling allow here before any registration work, and the registration "
+        "throughput cannot exceed it. Fixed on the way (before: 39/s, p99 1,779 ms; PostgreSQL connections "
+        "exhausted without `CONN_MAX_AGE=0`): a PostgreSQL connection pool (Daphne runs every request in a "
+        "thread of its own, so persistent connections were never reused), the middleware run as one "
+        "synchronous block (one thread switch per request instead of about twenty), pushes merged on a thread "
+        "of their own, and creations serialised only near the machine limit. What remains is the per-request "
+        "cost of the server stack itself; a production deployment scales it with more server processes behind "
+        "the proxy."
+    ),
+    "Dashboard": (
+        "**Dashboard.** Almost all the server time is template rendering (the queries take a few ms at 10,000 "
+        "machines): each of the 100 machines on a page is rendered twice, as a table row and as a phone card, "
+        "with includes for the status and the delete button and three timestamps. The timestamps are now one "
+        "Python tag (see below); what remains is Django's per-node cost, which the server CPU per request "
+        "shows, on a machine whose other work slows every node."
+    ),
+    "Push": (
+        "**Push.** Each socket's fragment goes through the server's one shared database thread: Channels' "
+        "`AsyncConsumer.dispatch` hops there to close old connections before every message, and the consumer "
+        "hops there again to render. With renders now shared (see below) the hops are what is left: 100 "
+        "thread hand-offs for 50 sockets, quick on an idle machine (p95 92 ms while building this) and slow "
+        "when other work keeps both cores busy. Skipping them for a render another socket already made needs "
+        "the consumer (monitoring/consumers.py) to look up the shared render before dispatching to the thread."
+    ),
     "Sweep (daemon)": (
         "**Monitor.** Each batch's results are written by one `UPDATE … FROM unnest(…)` statement (before: "
         "Django's `bulk_update`, 3.8 s per 1,000 machines; now about 0.35 s). When other work competes for the "
