@@ -388,34 +388,19 @@ class _Channel:
         return 0, last
 
     # -- receiving
-    def read(self, handle, budget: int) -> int:
-        """Read up to ``budget`` queued packets without blocking; decoded ones go to ``handle(self, event, rx_ns)``."""
+    def discard(self, budget: int) -> int:
+        """Drop up to ``budget`` queued packets (and queued errors) unread: replies nobody waits for."""
         n = 0
-        recvmsg = self.sock.recvmsg
         while n < budget:
             try:
-                data, anc, _flags, addr = recvmsg(2048, 256)
-            except BlockingIOError:
+                self.sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
                 break
-            except InterruptedError:
-                continue
-            except OSError:  # a pending asynchronous error on a ping socket; details are in the error queue
-                n += 1
-                continue
+            except OSError:  # a pending asynchronous error on a ping socket; counted like a packet
+                pass
             n += 1
-            rx_ns = 0
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
-                    sec, nsec = _TIMESPEC.unpack_from(cdata)
-                    rx_ns = sec * 1_000_000_000 + nsec
-            try:
-                event = self.decode(data, addr[0] if addr else "")
-            except (ValueError, IndexError, struct.error):  # not a packet of ours, whatever it is
-                continue
-            if event is not None and handle is not None:
-                handle(self, event, rx_ns or time.time_ns())
         if not self.raw:
-            n += self.read_errors(handle, budget)
+            n += self.read_errors(None, budget)
         return n
 
     def read_errors(self, handle, budget: int) -> int:
@@ -888,7 +873,7 @@ class Pinger:
         if targets:
             if not self._active:  # nobody is listening: discard what queued up since the last batch
                 for channel in list(self._channels.values()):
-                    while channel.read(None, _READ_BUDGET) >= _READ_BUDGET:
+                    while channel.discard(_READ_BUDGET) >= _READ_BUDGET:
                         await asyncio.sleep(0)
             self._begin(loop)
             sending = list(targets.values())
