@@ -8,4 +8,4 @@ COPY . .
 RUN useradd --system --uid 10001 vxlanmgr && mkdir -p /app/var && chown vxlanmgr /app/var
 USER vxlanmgr
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && python manage.py bootstrap && python manage.py serve --host 0.0.0.0 --port 8000 --monitor no"]
+CMD ["sh", "-c", "python manage.py bootstrap && python manage.py serve --host 0.0.0.0 --port 8000 --monitor no"]

@@ -9,7 +9,7 @@ PYTHON ?= $(shell for p in python3.13 python3.12 python3.11 python3; do \
 	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null \
 	&& echo $$p && break; done)
 
-.PHONY: run lab test lint migrate messages clean bench
+.PHONY: run lab test lint bootstrap messages clean bench
 
 $(VENV)/.runtime: requirements.txt
 	@test -n "$(PYTHON)" || { echo "vxlanmgr needs Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -21,17 +21,19 @@ $(VENV)/.dev: requirements-dev.txt requirements.txt $(VENV)/.runtime
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@
 
-migrate: $(VENV)/.runtime
-	$(PY) manage.py migrate --noinput
-
-run: migrate
+# The secret key and data directory, the schema, the admin user and a register token, each only if missing.
+bootstrap: $(VENV)/.runtime
 	$(PY) manage.py bootstrap
+
+run: bootstrap
 	$(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 # The VXLAN lab (root): 5 hosts and the manager in network namespaces, the dashboard on http://127.0.0.1:8800/.
-# `make lab LAB_ARGS="--hosts 8 --port 8900"`; `$(PY) manage.py vxlanlab down` removes it all.
+# `make lab LAB_ARGS="--hosts 8 --port 8900"`; `make lab LAB_CMD=status|"fail h2"|"recover h2"|restart|down`.
+LAB_CMD ?= up
+lab: export VXLANMGR_LAB = 1
 lab: $(VENV)/.runtime
-	$(PY) manage.py vxlanlab up $(LAB_ARGS)
+	$(PY) manage.py vxlanlab $(LAB_CMD) $(LAB_ARGS)
 
 # Benchmarks (root; PostgreSQL, Redis, fping, nftables), ~7 minutes; writes docs/benchmarks.md. A database and a
 # Redis DB of their own: the database is dropped and created again, the Redis DB flushed.
@@ -41,17 +43,24 @@ bench: export DATABASE_URL = $(BENCH_DATABASE_URL)
 bench: export REDIS_URL = $(BENCH_REDIS_URL)
 bench: export VXLANMGR_SECRET_KEY = bench-only-not-a-secret
 bench: export VXLANMGR_MAX_MACHINES = 10000
-bench: $(VENV)/.runtime
+bench: export VXLANMGR_LAB = 1
+bench: export VXLANMGR_ALLOWED_PREFIXES = 127.0.0.0/8
+bench: $(VENV)/.dev
 	$(PY) manage.py bench $(BENCH_ARGS)
 
 # Tests never see a real secret; the suite may run against PostgreSQL (DATABASE_URL) where one is required.
 test: export VXLANMGR_SECRET_KEY ?= test-only-not-a-secret
+test: export VXLANMGR_LAB = 1
+test: export VXLANMGR_ALLOWED_PREFIXES ?= 127.0.0.0/8
 test: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff, and the import contracts in pyproject.toml (the layers of docs/architecture.md).
 lint: $(VENV)/.dev
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 messages: $(VENV)/.dev
 	$(PY) manage.py makemessages -l ja --no-obsolete -i ".venv/*" -i "var/*" -i "*/tests/*" -i "tests/*" -i "staticfiles/*"
@@ -60,6 +69,7 @@ messages: $(VENV)/.dev
 # docs/screenshots/*.png: the dashboard on a desktop and a phone, the delete dialog, the dark scheme. Needs Chromium
 # at /usr/bin/chromium; uses a throwaway SQLite database and the real server on a free loopback port.
 .PHONY: screenshots
+screenshots: export VXLANMGR_LAB = 1
 screenshots: $(VENV)/.dev
 	$(PY) tests/browser/screenshots.py
 

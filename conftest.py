@@ -18,6 +18,43 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def pytest_configure(config):
+    # SQLite test databases live in the data directory, which otherwise only `manage.py bootstrap` creates.
+    settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture
+def lab():
+    """A manager and a host in network namespaces of their own, joined by a veth pair."""
+    from tests.support.namespaces import manager_and_host
+
+    with manager_and_host() as pair:
+        yield pair
+
+
+@pytest.fixture(params=["configured", "in-memory"])
+def layer(request, settings):
+    """Each test twice: on the configured channel layer (Redis in CI) and on the in-memory one `make run` uses."""
+    from channels.layers import channel_layers
+
+    if request.param == "in-memory":
+        settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends.clear()
+    yield request.param
+    channel_layers.backends.clear()
+
+
+@pytest.fixture
+def require_icmp():
+    """The monitor must be allowed to send pings here (root, CAP_NET_RAW or ping_group_range)."""
+    from monitoring.icmp import PingerUnavailable, probe_privileges
+
+    try:
+        probe_privileges()
+    except PingerUnavailable as exc:
+        require(False, f"the monitor cannot send pings here: {exc}")
+
+
 @pytest.fixture
 def require_postgres():
     require(
@@ -62,7 +99,21 @@ def _fast_passwords(settings):
 
 @pytest.fixture
 def operator(django_user_model):
-    return django_user_model.objects.create_user("operator", password="correct horse battery")
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("operator", password="correct horse battery")
+    user.groups.add(Group.objects.get(name="operator"))
+    return user
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user("viewer", password="correct horse battery")
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
+    return client
 
 
 @pytest.fixture
@@ -91,19 +142,20 @@ def api_token(db):
 
 @pytest.fixture
 def make_machine(db):
+    """Saved machines numbered 1, 2, …: pending and due, with only the fields a test gives beyond identity.
+    (Pages that should look lived-in use tests.support.machines.build_machine.)"""
     from machines.models import Machine
 
     counter = iter(range(1, 100000))
 
     def make(**fields):
         n = next(counter)
-        defaults = {
+        plain = {
             "hostname": f"host-{n:03d}",
             "ip_address": f"10.1.{n // 250}.{n % 250 + 1}",
             "mac_address": f"02:00:00:00:{n // 256:02x}:{n % 256:02x}",
             "vni": 100,
         }
-        defaults.update(fields)
-        return Machine.objects.create(**defaults)
+        return Machine.objects.create(**(plain | fields))
 
     return make

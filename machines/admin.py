@@ -2,7 +2,7 @@ from django.contrib import admin, messages
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .models import ApiToken, FailureLog, Machine
+from .models import ApiToken, Machine, MachineEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -27,8 +27,8 @@ class MachineAdmin(ReadOnlyAdmin):
 
 
 # The log is evidence: nobody edits or removes entries, not even a superuser.
-@admin.register(FailureLog)
-class FailureLogAdmin(ReadOnlyAdmin):
+@admin.register(MachineEvent)
+class MachineEventAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "kind", "hostname", "ip_address", "mac_address", "detail")
     list_filter = ("kind", "created_at")
     search_fields = ("hostname", "ip_address", "mac_address", "detail")

@@ -10,7 +10,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
 from . import queries, services
-from .http import client_ip, json_error, json_field_errors, rate_limited
+from .http import first_rate_limit_hit, json_error, json_field_errors
 from .models import ApiToken, Machine
 from .services import MachineLimitReached, register_machine
 from .tokens import authenticate
@@ -37,7 +37,9 @@ def _too_many(seconds: int) -> JsonResponse:
 def _reader(request: HttpRequest) -> JsonResponse | None:
     """None when the caller may read the inventory, else the error response to send."""
     if request.user.is_authenticated:
-        return None
+        if request.user.has_perm("machines.view_machine"):
+            return None
+        return json_error(403, _("Your account has no role that may read the inventory."))
     token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
     if token is None:
         return _unauthorized(request)
@@ -67,20 +69,26 @@ def _read_json(request: HttpRequest) -> object | JsonResponse:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         return json_field_errors({"body": [_("Malformed JSON: %(error)s") % {"error": exc}]})
+    except RecursionError:
+        return json_field_errors({"body": [_("The JSON is nested too deeply.")]})
 
 
 def _register(request: HttpRequest, key: str) -> HttpResponse:
     token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
-    source = client_ip(request)
+    source = request.client_ip
+    # Hosts (and guessers) count per address first; only a known token counts against the global limit, and
+    # only once its address is within its own: a guesser cannot use up the fleet's budget. With Redis both
+    # counters take one round trip.
+    limits = []
     if token is None or token.scope != ApiToken.Scope.API:
-        wait = rate_limited(request, "register-ip", settings.REGISTER_RATE_PER_IP, f"ip:{source}")
-        if wait:
-            return _too_many(wait)
-    if token is None:
-        return _unauthorized(request)
-    wait = rate_limited(request, "register-global", settings.REGISTER_RATE_GLOBAL, "all")
+        limits.append(("register-ip", settings.REGISTER_RATE_PER_IP, f"ip:{source}"))
+    if token is not None:
+        limits.append(("register-global", settings.REGISTER_RATE_GLOBAL, "all"))
+    wait = first_rate_limit_hit(request, limits)
     if wait:
         return _too_many(wait)
+    if token is None:
+        return _unauthorized(request)
 
     payload = _read_json(request)
     if isinstance(payload, HttpResponse):

@@ -6,12 +6,11 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .status import Status
+
 
 class Machine(models.Model):
-    class Status(models.TextChoices):
-        PENDING = "pending", _("Pending")
-        ACTIVE = "active", _("Active")
-        UNREACHABLE = "unreachable", _("Unreachable")
+    Status = Status
 
     hostname = models.CharField(_("host name"), max_length=253)
     ip_address = models.GenericIPAddressField(_("IP address"), unique=True)
@@ -71,7 +70,7 @@ def _iso(value):
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-class FailureLog(models.Model):
+class MachineEvent(models.Model):
     """Append-only: rows outlive their machine and are never edited."""
 
     class Kind(models.TextChoices):
@@ -101,7 +100,7 @@ class FailureLog(models.Model):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} {self.hostname} ({self.ip_address})"
 
     @classmethod
-    def snapshot(cls, machine: Machine, kind: str, detail: str = "") -> "FailureLog":
+    def snapshot(cls, machine: Machine, kind: str, detail: str = "") -> "MachineEvent":
         return cls(
             machine=machine,
             hostname=machine.hostname,

@@ -19,7 +19,8 @@ def search(status: str = "", q: str = "") -> QuerySet[Machine]:
     machines = Machine.objects.all()
     if status:
         machines = machines.filter(status=status)
-    q = q.strip()[:MAX_QUERY_LENGTH]
+    # PostgreSQL text cannot hold NUL, and no host name, address or MAC contains one.
+    q = q.replace("\x00", "").strip()[:MAX_QUERY_LENGTH]
     if q:
         machines = machines.filter(
             Q(hostname__icontains=q) | Q(ip_address__icontains=q) | Q(mac_address__icontains=q.lower())

@@ -1,10 +1,13 @@
 """Bearer tokens: lookup by hash, seeding from the environment, and bookkeeping of last use."""
 
 import hmac
+import time
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import IntegrityError, transaction
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
 
 from .models import ApiToken, hash_token
@@ -15,6 +18,42 @@ ENV_TOKENS = (
 )
 # Writing last_used_at on every call would turn each registration into two writes.
 _LAST_USED_GRANULARITY = timedelta(minutes=1)
+
+# A boot storm presents the same token thousands of times: each process remembers the tokens it looked up for
+# this long instead of asking the database on every request. Saving or deleting a token (the admin's form)
+# forgets them at once in this process; a revocation by a bulk update (the admin's "Revoke selected tokens"
+# action) or by another process takes effect within these seconds. Unknown tokens are never remembered, so a
+# new token works at once.
+TOKEN_CACHE_SECONDS = 5.0
+_MAX_REMEMBERED = 1000
+_remembered: dict[str, tuple[float, ApiToken]] = {}
+
+
+def forget_remembered_tokens(**_kwargs) -> None:
+    _remembered.clear()
+
+
+def _forget_on_env_change(setting: str, **_kwargs) -> None:
+    if setting in {"REGISTER_TOKEN", "API_TOKEN"}:
+        forget_remembered_tokens()
+
+
+post_save.connect(forget_remembered_tokens, sender=ApiToken, dispatch_uid="machines.tokens.saved")
+post_delete.connect(forget_remembered_tokens, sender=ApiToken, dispatch_uid="machines.tokens.deleted")
+setting_changed.connect(_forget_on_env_change, dispatch_uid="machines.tokens.setting_changed")
+
+
+def _lookup(digest: str) -> ApiToken | None:
+    now = time.monotonic()
+    remembered = _remembered.get(digest)
+    if remembered is not None and now - remembered[0] < TOKEN_CACHE_SECONDS:
+        return remembered[1]
+    token = ApiToken.objects.filter(token_hash=digest).first()
+    if token is not None:
+        if len(_remembered) >= _MAX_REMEMBERED:
+            _remembered.clear()
+        _remembered[digest] = (now, token)
+    return token
 
 
 def _env_values() -> dict[str, str]:
@@ -31,6 +70,7 @@ def seed_environment_tokens() -> list[ApiToken]:
         if raw:
             stale = stale.exclude(token_hash=hash_token(raw))
         stale.update(revoked_at=timezone.now())
+        forget_remembered_tokens()
         if raw:
             seeded.append(_seed(variable, scope, raw))
     return seeded
@@ -54,7 +94,7 @@ def authenticate(header: str) -> ApiToken | None:
     raw = raw.strip()
     if scheme.lower() != "bearer" or not raw or len(raw) > 200:
         return None
-    token = ApiToken.objects.filter(token_hash=hash_token(raw)).first()
+    token = _lookup(hash_token(raw))
     values = _env_values()
     if token is None:
         for variable, scope in ENV_TOKENS:
@@ -69,8 +109,9 @@ def authenticate(header: str) -> ApiToken | None:
         return None
     now = timezone.now()
     if token.last_used_at is None or now - token.last_used_at > _LAST_USED_GRANULARITY:
-        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+        # Set first: the requests of other threads holding this remembered token then skip the write.
         token.last_used_at = now
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
 

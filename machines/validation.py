@@ -2,13 +2,18 @@
 
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.utils.translation import gettext as _
 
 MAX_VNI = 2**24 - 1
 MAX_EXTRA_BYTES = 4096
+# Extra data is labels and small facts, never documents: deep or wide trees only cost every page that shows them.
+MAX_EXTRA_DEPTH = 16
+MAX_EXTRA_ITEMS = 256
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
 _MAC_FORMS = (
     re.compile(r"^([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2}):([0-9a-f]{2})$", re.I),
@@ -47,7 +52,36 @@ def normalise_ip(value: object) -> str:
         address = address.ipv4_mapped
     if address.is_unspecified or address.is_multicast:
         raise ValueError(_("The address cannot be unspecified or multicast."))
+    refusal = address_refusal(address)
+    if refusal:
+        raise ValueError(refusal)
     return str(address)
+
+
+def address_refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> str:
+    """Why the address may not be registered or pinged, or "" when it may.
+
+    Every global or private unicast address is allowed, and no loopback, link-local, broadcast, reserved,
+    shared (100.64.0.0/10), multicast or unspecified one (a host on the overlay has none of those, and pinging
+    them from the manager reaches the manager itself or its own link), unless a prefix listed in
+    VXLANMGR_ALLOWED_PREFIXES covers it.
+    """
+    if isinstance(address, str):
+        address = ipaddress.ip_address(address)
+    if address.version == 6 and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    if any(address in prefix for prefix in settings.ALLOWED_PREFIXES):
+        return ""
+    special = (
+        address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
+        or address.is_reserved or (address.version == 4 and address.packed[0] == 0)  # "this network"
+    )
+    if special or not (address.is_global or address.is_private):
+        return _(
+            "Loopback, link-local, broadcast, reserved and shared addresses cannot be registered "
+            "unless VXLANMGR_ALLOWED_PREFIXES lists them."
+        )
+    return ""
 
 
 def normalise_hostname(value: object) -> str:
@@ -105,12 +139,38 @@ def normalise_extra_data(value: object) -> dict:
         return {}
     if not isinstance(value, dict):
         raise ValueError(_("Extra data must be a JSON object."))
+    check_json_values(value)
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > MAX_EXTRA_BYTES:
         raise ValueError(
             _("Extra data is %(size)d bytes; at most %(max)d are allowed.") % {"size": size, "max": MAX_EXTRA_BYTES}
         )
     return value
+
+
+def check_json_values(value: object) -> None:
+    """Raise ValueError for what the database cannot store or no page should show: NaN and Infinity, the NUL
+    character, nesting deeper than MAX_EXTRA_DEPTH or more than MAX_EXTRA_ITEMS keys and items in all."""
+    stack, items = [(value, 1)], 0
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_EXTRA_DEPTH and isinstance(node, dict | list):
+            raise ValueError(_("Extra data is nested more than %(n)d levels deep.") % {"n": MAX_EXTRA_DEPTH})
+        if isinstance(node, dict):
+            children = list(node.values())
+            texts = list(node)
+        elif isinstance(node, list):
+            children, texts = node, []
+        else:
+            children, texts = [], [node] if isinstance(node, str) else []
+            if isinstance(node, float) and not math.isfinite(node):
+                raise ValueError(_("Numbers must be finite: NaN and Infinity are not JSON."))
+        items += len(children)
+        if items > MAX_EXTRA_ITEMS:
+            raise ValueError(_("Extra data has more than %(n)d keys and items in all.") % {"n": MAX_EXTRA_ITEMS})
+        if any("\x00" in text for text in texts):
+            raise ValueError(_("Text cannot contain the NUL character (\\u0000)."))
+        stack.extend((child, depth + 1) for child in children)
 
 
 def parse_registration(ip: str, payload: object) -> Registration:

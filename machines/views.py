@@ -1,9 +1,8 @@
 from functools import wraps
 
-from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import logout
-from django.contrib.auth.views import LoginView, redirect_to_login
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -14,14 +13,13 @@ from django.views.decorators.http import require_POST
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.http import HttpResponseClientRedirect, trigger_client_event
 
-from monitoring.status import monitor_problem
-
 from . import queries, services
-from .http import client_ip, rate_limited
-from .models import FailureLog, Machine
+from .models import Machine, MachineEvent
+from .validation import address_refusal
 
-RECENT_PINGS = 50
 RECENT_LOG = 50
+# What a dashboard row shows (templates/machines/_rows.html): the page reads no more of each machine.
+ROW_FIELDS = ("hostname", "ip_address", "mac_address", "vni", "status", "last_seen_at", "registered_at")
 
 
 def _partial_or_page(request: HttpRequest, page: str, partial: str, context: dict, status: int = 200) -> HttpResponse:
@@ -45,34 +43,45 @@ def _page_url(filters: dict, number: int | None) -> str:
     return reverse("machines-dashboard") + "?" + urlencode(params)
 
 
-def _login_required(view):
-    """Like login_required, but an htmx request is told to load the login page instead of swapping it in."""
+VIEW, DELETE = "machines.view_machine", "machines.delete_machine"
 
-    @wraps(view)
-    def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if request.user.is_authenticated:
+
+def _login_required(permission: str = VIEW):
+    """Signed in (an htmx request is told to load the login page instead of swapping it in) and holding
+    `permission` (403 otherwise: a viewer's forged delete changes nothing)."""
+
+    def decorate(view):
+        @wraps(view)
+        def wrapped(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+            if not request.user.is_authenticated:
+                if request.htmx:
+                    back = request.htmx.current_url_abs_path or "/"
+                    return HttpResponseClientRedirect(f"{reverse('login')}?{urlencode({'next': back})}")
+                return redirect_to_login(request.get_full_path())
+            if not request.user.has_perm(permission):
+                raise PermissionDenied
             return view(request, *args, **kwargs)
-        if request.htmx:
-            back = request.htmx.current_url_abs_path or "/"
-            return HttpResponseClientRedirect(f"{reverse('login')}?{urlencode({'next': back})}")
-        return redirect_to_login(request.get_full_path())
 
-    return wrapped
+        return wrapped
+
+    return decorate
 
 
-@_login_required
+@_login_required()
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
     filters = _filters(request)
-    machines = queries.problems_first(queries.search(**filters))
+    machines = queries.problems_first(queries.search(**filters)).only(*ROW_FIELDS)
     page = Paginator(machines, queries.PAGE_SIZE).get_page(request.GET.get("page"))
+    shown = list(page.object_list)
     context = {
         "page": page,
-        "machines": page.object_list,
+        "machines": shown,
+        "visible": ",".join(str(machine.pk) for machine in shown),
         "filters": filters,
         "counts": queries.status_counts(),
-        "monitor_problem": monitor_problem(),
         "statuses": Machine.Status.choices,
+        "can_delete": request.user.has_perm(DELETE),
         "previous_url": _page_url(filters, page.previous_page_number() if page.has_previous() else None),
         "next_url": _page_url(filters, page.next_page_number() if page.has_next() else None),
     }
@@ -83,20 +92,20 @@ def _find(pk: int) -> Machine | None:
     return Machine.objects.filter(pk=pk).first()
 
 
-@_login_required
+@_login_required()
 def machine_detail(request: HttpRequest, pk: int) -> HttpResponse:
     machine = _find(pk)
     if machine is None:
         return render(request, "machines/gone.html", {"pk": pk}, status=404)
     context = {
         "machine": machine,
-        "pings": machine.ping_results.order_by("-checked_at")[:RECENT_PINGS],
-        "log_entries": FailureLog.objects.filter(machine=machine)[:RECENT_LOG],
+        "log_entries": MachineEvent.objects.filter(machine=machine)[:RECENT_LOG],
+        "address_refusal": address_refusal(machine.ip_address),
     }
     return render(request, "machines/detail.html", context)
 
 
-@_login_required
+@_login_required(DELETE)
 @vary_on_headers("HX-Request")
 def confirm_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """The confirmation, rendered by the server so it shows the machine as it is now."""
@@ -108,7 +117,7 @@ def _confirmation(request: HttpRequest, context: dict, status: int) -> HttpRespo
     return _partial_or_page(request, "machines/confirm_delete.html", "machines/_confirm_delete.html", context, status)
 
 
-@_login_required
+@_login_required(DELETE)
 @require_POST
 def delete(request: HttpRequest, pk: int) -> HttpResponse:
     try:
@@ -123,29 +132,3 @@ def delete(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect("machines-dashboard")
     response = render(request, "machines/_deleted.html", {"entry": entry, "pk": pk})
     return trigger_client_event(response, "vxlanmgr:deleted", {"id": pk})
-
-
-class _RateLimitedLoginView(LoginView):
-    template_name = "registration/login.html"
-    redirect_authenticated_user = True
-
-    def post(self, request, *args, **kwargs):
-        wait = rate_limited(request, "login", settings.LOGIN_RATE, f"ip:{client_ip(request)}")
-        if wait:
-            # The password is never checked while limited, so guessing gains nothing.
-            form = self.form_class(request, initial={"username": request.POST.get("username", "")[:150]})
-            message = _("Too many sign-in attempts. Try again in %(s)d seconds.") % {"s": wait}
-            response = self.render_to_response(self.get_context_data(form=form, rate_limit_error=message))
-            response.status_code = 429
-            response["Retry-After"] = str(wait)
-            return response
-        return super().post(request, *args, **kwargs)
-
-
-login_view = _RateLimitedLoginView.as_view()
-
-
-@require_POST
-def logout_view(request: HttpRequest) -> HttpResponse:
-    logout(request)
-    return redirect("login")

@@ -5,3 +5,17 @@ from django.utils.translation import gettext_lazy as _
 class MonitoringConfig(AppConfig):
     name = "monitoring"
     verbose_name = _("Monitoring")
+
+    def ready(self) -> None:
+        from django.contrib.auth import get_user_model
+        from django.contrib.auth.signals import user_logged_out
+        from django.db.models.signals import post_save
+
+        from machines import signals
+
+        from . import receivers, sessions
+
+        signals.machine_reregistered.connect(receivers.check_rebooted_machine_now, dispatch_uid="monitoring-reboot")
+        signals.machines_changed.connect(receivers.push_to_dashboards, dispatch_uid="monitoring-push")
+        user_logged_out.connect(sessions.end_session_sockets, dispatch_uid="monitoring-logout")
+        post_save.connect(sessions.recheck_user_sockets, sender=get_user_model(), dispatch_uid="monitoring-password")

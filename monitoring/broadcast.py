@@ -34,10 +34,10 @@ def event(changed=(), deleted=(), created: bool = False, announce: dict | None =
     }
 
 
-async def push(message: dict) -> bool:
+async def push(message: dict, group: str = GROUP) -> bool:
     global _layer_down
     try:
-        await asyncio.wait_for(get_channel_layer().group_send(GROUP, message), SEND_TIMEOUT)
+        await asyncio.wait_for(get_channel_layer().group_send(group, message), SEND_TIMEOUT)
     except Exception as exc:  # Redis down, timeout, anything: keep working, say so once
         if not _layer_down:
             logger.warning("live updates paused, channel layer unavailable: %s: %s", type(exc).__name__, exc)
@@ -114,3 +114,18 @@ def _send_now(message: dict) -> None:
 def push_after_commit(message: dict) -> None:
     """From synchronous web code: send once the change is committed and visible to the sockets."""
     transaction.on_commit(lambda: _send_now(message))
+
+
+_pending_sends: set[asyncio.Task] = set()
+
+
+def send_to_group(group: str, message: dict) -> None:
+    """From synchronous code, at once: a message to one group of sockets (not a dashboard change)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        async_to_sync(push)(message, group)
+    else:  # synchronous code running inside an event loop's thread (a script or test driving one)
+        task = loop.create_task(push(message, group))
+        _pending_sends.add(task)
+        task.add_done_callback(_pending_sends.discard)

@@ -1,23 +1,27 @@
 """The dashboard's live channel: each open page gets changed rows rendered in its own language."""
 
+import asyncio
 import json
 import logging
+import time
 
 from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
 
-from . import broadcast
-from .push import MAX_VISIBLE, View, render_for
+from . import broadcast, sessions
+from .fragments import MAX_VISIBLE, View, render_for
 
 logger = logging.getLogger("vxlanmgr.live")
+# The page's script takes this code as "signed out" and goes to the login page instead of reconnecting.
+CLOSE_SIGNED_OUT = 4401
+CLOSE_FORBIDDEN = 4403
 
 
 def _language(scope) -> str:
     cookies = scope.get("cookies", {})
-    session = scope.get("session")
-    chosen = cookies.get(settings.LANGUAGE_COOKIE_NAME) or (session.get("_language") if session else None)
+    chosen = cookies.get(settings.LANGUAGE_COOKIE_NAME)
     if not chosen:
         headers = dict(scope.get("headers", []))
         accept = headers.get(b"accept-language", b"").decode("latin-1")
@@ -32,16 +36,38 @@ def _language(scope) -> str:
 
 
 class DashboardConsumer(AsyncWebsocketConsumer):
+    """One open dashboard. It lives only as long as the sign-in it was opened with: logging out closes it at
+    once (sessions.ended), and before each push and every minute it checks the session still holds (expiry,
+    a password change, an administrator deleting the session)."""
+
     groups = [broadcast.GROUP]
+    signed_out = False
 
     async def connect(self):
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
+        session = self.scope.get("session")
+        if user is None or not user.is_authenticated or session is None or not session.session_key:
+            await self.close(code=CLOSE_SIGNED_OUT)
+            return
+        if not await database_sync_to_async(user.has_perm)("machines.view_machine"):
+            await self.close(code=CLOSE_FORBIDDEN)
             return
         self.language = _language(self.scope)
-        self.view = View()
+        self.can_delete = await database_sync_to_async(user.has_perm)("machines.delete_machine")
+        self.view = View(can_delete=self.can_delete)
+        self.session_key = session.session_key
+        self.checked_at = time.monotonic()
+        own = [sessions.session_group(self.session_key), sessions.user_group(user.pk)]
+        for group in own:
+            await self.channel_layer.group_add(group, self.channel_name)
+        self.groups = [*self.groups, *own]
+        self.watch = asyncio.create_task(self._watch_session())
         await self.accept()
+
+    async def disconnect(self, code):
+        watch = getattr(self, "watch", None)
+        if watch:
+            watch.cancel()
 
     async def receive(self, text_data=None, bytes_data=None):
         # The page says which machines it shows, so pushes never target rows it does not have.
@@ -54,12 +80,46 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 status=str(data.get("status", ""))[:16],
                 q=str(data.get("q", ""))[:100],
                 page=int(page) if page.isdigit() and int(page) > 0 else 1,
+                can_delete=self.can_delete,
             )
         except (ValueError, AttributeError):
             logger.debug("ignored a malformed message from a dashboard socket")
 
     async def machines_changed(self, event):
+        if self.signed_out:
+            return
         await aclose_old_connections()
+        if time.monotonic() - self.checked_at > sessions.RECHECK_SECONDS and not await self._signed_in():
+            return
         html = await database_sync_to_async(render_for)(event, self.view, self.language)
         if html:
             await self.send(text_data=html)
+
+    async def sessions_ended(self, event):
+        await self._sign_out()
+
+    async def sessions_check(self, event):
+        await aclose_old_connections()
+        await self._signed_in()
+
+    async def _signed_in(self) -> bool:
+        self.checked_at = time.monotonic()
+        user = self.scope["user"]
+        if await database_sync_to_async(sessions.still_signed_in)(self.session_key, user.pk):
+            return True
+        await self._sign_out()
+        return False
+
+    async def _sign_out(self) -> None:
+        # Until the client's close handshake ends the consumer, group messages still arrive: none may pass.
+        self.signed_out = True
+        for group in self.groups:
+            await self.channel_layer.group_discard(group, self.channel_name)
+        await self.close(code=CLOSE_SIGNED_OUT)
+
+    async def _watch_session(self) -> None:
+        while True:
+            await asyncio.sleep(sessions.WATCH_SECONDS)
+            await aclose_old_connections()
+            if not await self._signed_in():
+                return

@@ -6,7 +6,7 @@ Pure functions only (no clock, socket or database), so every rule is tested dire
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-PENDING, ACTIVE, UNREACHABLE = "pending", "active", "unreachable"
+from machines.status import Status
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class Policy:
 
 @dataclass(frozen=True)
 class State:
-    status: str = PENDING
+    status: str = Status.PENDING
     failures: int = 0
     # While unreachable: the current backoff interval in seconds; otherwise None.
     interval: int | None = None
@@ -40,29 +40,25 @@ class Decision:
     event: str | None = None  # "unreachable" or "recovered"
     outage: timedelta | None = None
 
-    @property
-    def status_changed(self) -> bool:
-        return self.event is not None
-
 
 def decide(state: State, outcome: Outcome, policy: Policy, now: datetime) -> Decision:
     if outcome.ok:
-        recovered = state.status == UNREACHABLE
+        recovered = state.status == Status.UNREACHABLE
         outage = now - state.unreachable_since if recovered and state.unreachable_since else None
         return Decision(
-            State(status=ACTIVE),
+            State(status=Status.ACTIVE),
             policy.check_interval,
             event="recovered" if recovered else None,
             outage=outage,
         )
     failures = state.failures + 1
-    if state.status == UNREACHABLE:
+    if state.status == Status.UNREACHABLE:
         interval = min((state.interval or policy.check_interval) * 2, policy.backoff_max)
         return Decision(replace(state, failures=failures, interval=interval), interval)
     if failures >= policy.failure_threshold:
         interval = min(policy.check_interval, policy.backoff_max)
         return Decision(
-            State(status=UNREACHABLE, failures=failures, interval=interval, unreachable_since=now),
+            State(status=Status.UNREACHABLE, failures=failures, interval=interval, unreachable_since=now),
             interval,
             event="unreachable",
         )
@@ -74,6 +70,6 @@ def after_reregistration(state: State, policy: Policy) -> tuple[State, int | Non
 
     Returns the new state and the delay until the next check, or None to keep the current schedule.
     """
-    if state.status == UNREACHABLE:
+    if state.status == Status.UNREACHABLE:
         return replace(state, interval=min(policy.check_interval, policy.backoff_max)), 0
     return state, None

@@ -87,7 +87,11 @@ class Ctx:
 
     def login(self) -> None:
         # A dashboard session; no password, so no slow hashing.
-        self.client.force_login(self.user_model.objects.create_user("operator"))
+        from django.contrib.auth.models import Group
+
+        operator = self.user_model.objects.create_user("operator")
+        operator.groups.add(Group.objects.get(name="operator"))
+        self.client.force_login(operator)
 
     def bearer(self, token: str) -> dict[str, str]:
         return {"HTTP_AUTHORIZATION": f"Bearer {token}"}

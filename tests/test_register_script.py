@@ -24,6 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 from conftest import require
 from machines.models import ApiToken, Machine
 from machines.tokens import create_token
+from tests.support.net import free_port
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "register-machine.sh"
 MAC = "02:00:5e:00:53:01"
@@ -47,12 +48,6 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def _vxlan_names() -> list[str]:
     out = _ip("-o", "link", "show", "type", "vxlan", check=False).stdout
     return [line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line]
-
-
-def _free_port(host: str, kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def _gnu_wget_with_put() -> bool:
@@ -88,7 +83,7 @@ class Links:
         return ["index", str(free[0])] if free else []
 
     def create(self) -> None:
-        port = str(_free_port("127.0.0.1", socket.SOCK_DGRAM))
+        port = str(free_port("127.0.0.1", socket.SOCK_DGRAM))
         plan = ((self.first, self.first_vni, self.first_ip), (self.other, self.other_vni, self.other_ip))
         for name, vni, address in plan:
             _ip("link", "del", name, check=False)
@@ -416,7 +411,7 @@ def _lo(*extra):
 
 
 def test_an_unreachable_server_is_retried_then_given_up(run):
-    port = _free_port("127.0.0.1")  # closed again: connections are refused
+    port = free_port("127.0.0.1")  # closed again: connections are refused
     result = run(*_lo("--url", f"http://127.0.0.1:{port}", "--token", "t" * 30, "--max-attempts", "3"))
     assert result.returncode == 4, _lines(result)
     lines = result.stderr.splitlines()

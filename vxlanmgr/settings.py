@@ -1,102 +1,19 @@
-"""vxlanmgr settings, read from the environment only (see .env.example)."""
+"""vxlanmgr settings, read from the environment only (see .env.example). Importing them changes nothing on disk."""
 
-import ipaddress
 import os
-import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
+from vxlanmgr.env import env_bool, env_float, env_int, env_list, env_networks, env_rate, env_secret, env_str
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VXLANMGR_VAR_DIR", BASE_DIR / "var"))
-
-
-def env_str(name: str, default: str = "") -> str:
-    # An empty value (NAME= in an env file) means "use the default", as if it were unset.
-    return os.environ.get(name, "").strip() or default
-
-
-def env_bool(name: str, default: bool = False) -> bool:
-    raw = env_str(name).lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
-
-
-def env_int(name: str, default: int, minimum: int = 0, maximum: int | None = None) -> int:
-    raw = env_str(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}") from None
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"between {minimum} and {maximum}" if maximum is not None else f"at least {minimum}"
-        raise ImproperlyConfigured(f"{name} must be {bound}, got {value}")
-    return value
-
-
-def env_float(name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env_str(name)
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
-    if value <= minimum:
-        raise ImproperlyConfigured(f"{name} must be greater than {minimum}, got {value}")
-    return value
-
-
-def env_secret(name: str, default: str = "") -> str:
-    """A secret from NAME, or from the file named by NAME_FILE (Docker/systemd credentials)."""
-    path = env_str(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip()
-        except OSError as exc:
-            raise ImproperlyConfigured(f"{name}_FILE cannot be read: {exc}") from None
-    return env_str(name, default)
-
-
-def env_list(name: str, default: str = "") -> list[str]:
-    return [item.strip() for item in env_str(name, default).split(",") if item.strip()]
-
-
-def env_rate(name: str, default: str) -> str:
-    value = env_str(name, default)
-    count, _sep, period = value.partition("/")
-    if not count.isdigit() or int(count) < 1 or period not in {"s", "m", "h", "d"}:
-        raise ImproperlyConfigured(f"{name} must look like 30/m (count per s, m, h or d), got {value!r}")
-    return value
-
-
-def env_networks(name: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    try:
-        return [ipaddress.ip_network(item, strict=False) for item in env_list(name)]
-    except ValueError as exc:
-        raise ImproperlyConfigured(f"{name} must be a comma-separated list of IPs or networks: {exc}") from None
-
-
-def _embedded_secret_key() -> str:
-    # The zero-configuration mode keeps one generated key so sessions survive restarts.
-    path = VAR_DIR / "secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    VAR_DIR.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(50)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
-    return key
+# The zero-configuration mode keeps one generated key here (written by `manage.py bootstrap`).
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
 
 
 DEBUG = env_bool("VXLANMGR_DEBUG")
@@ -107,12 +24,14 @@ EMBEDDED = not DATABASE_URL
 SECRET_KEY = env_secret("VXLANMGR_SECRET_KEY")
 if not SECRET_KEY:
     if DEBUG or EMBEDDED:
-        SECRET_KEY = _embedded_secret_key()
+        # Missing until `bootstrap` writes it; the system check vxlanmgr.E001 then says so by name.
+        SECRET_KEY = SECRET_KEY_FILE.read_text().strip() if SECRET_KEY_FILE.exists() else ""
     else:
         raise ImproperlyConfigured(
             "VXLANMGR_SECRET_KEY (or VXLANMGR_SECRET_KEY_FILE) is required when DATABASE_URL is set "
             "and VXLANMGR_DEBUG is off"
         )
+SECRET_KEY_MISSING = not SECRET_KEY
 
 ALLOWED_HOSTS = env_list("VXLANMGR_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("VXLANMGR_CSRF_TRUSTED_ORIGINS")
@@ -129,22 +48,33 @@ INSTALLED_APPS = [
     "channels",
     "django_htmx",
     "csp",
+    "axes",
+    "vxlanmgr",
     "machines",
     "monitoring",
 ]
+# Labs and benchmarks: `make lab`, `make bench`, `make test` and `make screenshots` set this; production never does.
+LAB = env_bool("VXLANMGR_LAB")
+if LAB:
+    INSTALLED_APPS.append("lab")
 
-# Django's own middleware, each declared sync-only (see machines/middleware.py for why).
+# Django's own middleware, each declared sync-only (see vxlanmgr/middleware.py for why). ApiShortcut runs the
+# JSON API's views itself, with the middleware below it that the API uses (not Csrf, Messages or Htmx).
 MIDDLEWARE = [
-    "machines.middleware.Security",
-    "machines.middleware.ContentSecurityPolicy",
-    "machines.middleware.Session",
-    "machines.middleware.Locale",
-    "machines.middleware.Common",
-    "machines.middleware.Csrf",
-    "machines.middleware.Authentication",
-    "machines.middleware.Messages",
-    "machines.middleware.XFrameOptions",
-    "machines.middleware.Htmx",
+    "vxlanmgr.middleware.Security",
+    "vxlanmgr.client_address.ClientAddress",
+    "vxlanmgr.middleware.ContentSecurityPolicy",
+    "vxlanmgr.middleware.ApiShortcut",
+    "vxlanmgr.middleware.Session",
+    "vxlanmgr.middleware.Locale",
+    "vxlanmgr.middleware.Common",
+    "vxlanmgr.middleware.Csrf",
+    "vxlanmgr.middleware.Authentication",
+    "vxlanmgr.middleware.Messages",
+    "vxlanmgr.middleware.XFrameOptions",
+    "vxlanmgr.middleware.Htmx",
+    # Last, as django-axes asks: it answers the lockouts its backend raised on the way in.
+    "vxlanmgr.middleware.Axes",
 ]
 
 ROOT_URLCONF = "vxlanmgr.urls"
@@ -178,8 +108,6 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a valid database URL: {exc}") from None
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    if EMBEDDED:
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
     # The web server and the monitor share the file: WAL lets readers run beside one writer,
     # IMMEDIATE makes writers queue up instead of failing with "database is locked".
     DATABASES["default"]["CONN_MAX_AGE"] = 0
@@ -234,6 +162,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes checks every sign-in, the dashboard's and the admin's, before any password is looked at.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "machines-dashboard"
 LOGOUT_REDIRECT_URL = "login"
@@ -265,8 +195,17 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-if env_bool("VXLANMGR_BEHIND_TLS_PROXY"):
+BEHIND_TLS_PROXY = env_bool("VXLANMGR_BEHIND_TLS_PROXY")
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Django can only redirect to HTTPS (and send HSTS) when it can tell a request came over TLS: served directly
+# over TLS, or told so by the proxy. /health stays plain for local probes.
+SECURE_SSL_REDIRECT = env_bool("VXLANMGR_SSL_REDIRECT", HTTPS and BEHIND_TLS_PROXY)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+# The pages hand htmx the CSRF token in their markup, so no script ever needs to read the cookie.
+CSRF_COOKIE_HTTPONLY = True
+# Messages can carry a new token's secret (shown once in the admin): kept server-side, never in a cookie.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
@@ -289,13 +228,30 @@ REGISTER_TOKEN = env_secret("VXLANMGR_REGISTER_TOKEN")
 API_TOKEN = env_secret("VXLANMGR_API_TOKEN")
 ADMIN_PASSWORD = env_secret("VXLANMGR_ADMIN_PASSWORD")
 TRUSTED_PROXIES = env_networks("VXLANMGR_TRUSTED_PROXIES")
+# Beyond every global or private unicast address, these too (machines/validation.py, address_refusal).
+ALLOWED_PREFIXES = env_networks("VXLANMGR_ALLOWED_PREFIXES")
 
 RATELIMIT_ENABLE = env_bool("VXLANMGR_RATELIMIT_ENABLE", True)
 RATELIMIT_USE_CACHE = "default"
 REGISTER_RATE_PER_IP = env_rate("VXLANMGR_REGISTER_RATE_PER_IP", "30/m")
 # A boot storm of every allowed machine must fit in one minute, with room for retries.
 REGISTER_RATE_GLOBAL = env_rate("VXLANMGR_REGISTER_RATE_GLOBAL", f"{max(MAX_MACHINES * 2, 600)}/m")
-LOGIN_RATE = env_rate("VXLANMGR_LOGIN_RATE", "10/m")
+if env_str("VXLANMGR_LOGIN_RATE"):
+    raise ImproperlyConfigured(
+        "VXLANMGR_LOGIN_RATE is retired: sign-ins now lock out per user name and per address; "
+        "use VXLANMGR_LOGIN_FAILURE_LIMIT and VXLANMGR_LOGIN_LOCKOUT_MINUTES"
+    )
+# Failed sign-ins lock out the user name and, separately, the address (an IPv6 /64 counts as one address) for a
+# while; an administrator unlocks earlier by deleting the access attempts in the admin.
+AXES_FAILURE_LIMIT = env_int("VXLANMGR_LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("VXLANMGR_LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "vxlanmgr.client_address.lockout_address"
+AXES_LOCKOUT_CALLABLE = "vxlanmgr.auth_views.locked_out"
+AXES_RESET_ON_SUCCESS = True
+AXES_ENABLED = env_bool("VXLANMGR_LOGIN_LOCKOUT", True)
+# axes looks for its middleware by its own dotted path; ours is the same class declared synchronous.
+SILENCED_SYSTEM_CHECKS = ["axes.W002"]
 
 # Monitoring: how hosts are checked and when they count as unreachable.
 PING_COUNT = env_int("VXLANMGR_PING_COUNT", 2, minimum=1, maximum=10)
@@ -309,7 +265,9 @@ PING_RETENTION_DAYS = env_int("VXLANMGR_PING_RETENTION_DAYS", 7, minimum=1)
 # `make run` (the embedded default) runs the monitor inside the web process; production runs it apart.
 EMBEDDED_MONITOR = env_bool("VXLANMGR_EMBEDDED_MONITOR", EMBEDDED)
 
-DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+# Bodies past this are refused with 413 as they arrive (vxlanmgr/body_limit.py); forms and the API stay far below.
+MAX_REQUEST_BODY = env_int("VXLANMGR_MAX_REQUEST_BODY", 1024 * 1024, minimum=1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_REQUEST_BODY
 
 LOG_LEVEL = env_str("VXLANMGR_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

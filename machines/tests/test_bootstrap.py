@@ -41,13 +41,13 @@ class TestBootstrap:
 def test_admin_lists_machines_and_log_is_read_only(admin_client, make_machine):
     machine = make_machine(hostname="admin-visible")
     assert b"admin-visible" in admin_client.get("/admin/machines/machine/").content
-    from machines.models import FailureLog
+    from machines.models import MachineEvent
 
-    entry = FailureLog.snapshot(machine, "unreachable")
+    entry = MachineEvent.snapshot(machine, "unreachable")
     entry.save()
-    assert admin_client.get("/admin/machines/failurelog/").status_code == 200
-    assert admin_client.get("/admin/machines/failurelog/add/").status_code == 403
-    assert admin_client.post(f"/admin/machines/failurelog/{entry.pk}/delete/").status_code == 403
+    assert admin_client.get("/admin/machines/machineevent/").status_code == 200
+    assert admin_client.get("/admin/machines/machineevent/add/").status_code == 403
+    assert admin_client.post(f"/admin/machines/machineevent/{entry.pk}/delete/").status_code == 403
 
 
 @pytest.mark.django_db

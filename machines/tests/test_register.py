@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from machines.models import ApiToken, FailureLog, Machine
+from machines.models import ApiToken, Machine, MachineEvent
 from machines.tokens import create_token
 
 BODY = {"hostname": "web-01", "mac_address": "AA-BB-CC-DD-EE-F0", "vni": 100, "extra_data": {"rack": "r1"}}
@@ -44,11 +44,11 @@ class TestRegister:
     def test_a_new_mac_for_a_known_ip_is_logged(self, client, register_token):
         put(client, "127.0.0.1", register_token)
         put(client, "127.0.0.1", register_token, {**BODY, "mac_address": "aa:bb:cc:dd:ee:f1"})
-        entry = FailureLog.objects.get(kind="mac_changed")
+        entry = MachineEvent.objects.get(kind="mac_changed")
         assert entry.mac_address == "aa:bb:cc:dd:ee:f0"
         assert "aa:bb:cc:dd:ee:f1" in entry.detail
         put(client, "127.0.0.1", register_token, {**BODY, "mac_address": "aa:bb:cc:dd:ee:f1"})
-        assert FailureLog.objects.filter(kind="mac_changed").count() == 1
+        assert MachineEvent.objects.filter(kind="mac_changed").count() == 1
 
     def test_ipv6_is_stored_normalised(self, client, api_token):
         response = put(client, "2001:0DB8:0:0::1", api_token)
@@ -223,3 +223,191 @@ def test_a_unix_socket_peer_counts_as_a_local_proxy_when_proxies_are_trusted(cli
     assert response.status_code == 201
     settings.TRUSTED_PROXIES = []
     assert put(client, "10.9.9.8", register_token, remote="", HTTP_X_FORWARDED_FOR="10.9.9.8").status_code == 403
+
+
+@pytest.mark.django_db
+class TestTokenCache:
+    """Tokens are remembered for TOKEN_CACHE_SECONDS (machines/tokens.py): one database read per token per
+    process in a storm, not one per request."""
+
+    @pytest.fixture
+    def clock(self, monkeypatch):
+        from machines import tokens
+
+        now = [1000.0]
+        monkeypatch.setattr(tokens.time, "monotonic", lambda: now[0])
+        return now
+
+    def test_a_remembered_token_needs_no_lookup(self, client, register_token, django_assert_max_num_queries):
+        put(client, "127.0.0.1", register_token)
+        with django_assert_max_num_queries(10) as captured:
+            assert put(client, "127.0.0.1", register_token).status_code == 200
+        assert not [q for q in captured.captured_queries if "machines_apitoken" in q["sql"]]
+
+    def test_a_bulk_revocation_takes_effect_within_the_cache_time(self, client, register_token, clock):
+        from machines.tokens import TOKEN_CACHE_SECONDS
+
+        assert put(client, "127.0.0.1", register_token).status_code == 201
+        # The admin's "Revoke selected tokens" action: a queryset update, which sends no signal.
+        ApiToken.objects.update(revoked_at="2026-01-01T00:00:00Z")
+        clock[0] += TOKEN_CACHE_SECONDS - 0.5
+        assert put(client, "127.0.0.1", register_token).status_code == 200
+        clock[0] += 1
+        assert put(client, "127.0.0.1", register_token).status_code == 401
+
+    def test_revoking_a_token_by_saving_it_takes_effect_at_once(self, client, register_token, clock):
+        assert put(client, "127.0.0.1", register_token).status_code == 201
+        token = ApiToken.objects.get()
+        token.revoked_at = "2026-01-01T00:00:00Z"
+        token.save()
+        assert put(client, "127.0.0.1", register_token).status_code == 401
+
+    def test_deleting_a_token_takes_effect_at_once(self, client, register_token, clock):
+        assert put(client, "127.0.0.1", register_token).status_code == 201
+        ApiToken.objects.get().delete()
+        assert put(client, "127.0.0.1", register_token).status_code == 401
+
+    def test_a_new_token_works_at_once(self, client, clock):
+        assert put(client, "127.0.0.1", "vxm_not-yet").status_code == 401
+        token = ApiToken(name="late", scope=ApiToken.Scope.REGISTER)
+        token.set_raw("vxm_not-yet")
+        # Created without signals, as a restore or another process would: unknown tokens are never remembered.
+        ApiToken.objects.bulk_create([token])
+        assert put(client, "127.0.0.1", "vxm_not-yet").status_code == 201
+
+    def test_last_used_is_written_at_most_once_a_minute(self, client, register_token, monkeypatch, clock):
+        from datetime import timedelta
+
+        from django.utils import timezone
+
+        from machines import tokens
+
+        put(client, "127.0.0.1", register_token)
+        first = ApiToken.objects.get().last_used_at
+        assert first is not None
+        put(client, "127.0.0.1", register_token)
+        assert ApiToken.objects.get().last_used_at == first
+        later = timezone.now() + timedelta(minutes=2)
+        monkeypatch.setattr(tokens.timezone, "now", lambda: later)
+        clock[0] += 60  # the remembered copy has expired too: the next request reads the row again
+        put(client, "127.0.0.1", register_token)
+        assert ApiToken.objects.get().last_used_at == later
+
+
+@pytest.mark.django_db
+class TestRateLimitCounting:
+    def test_only_known_tokens_within_their_address_limit_count_globally(self, client, api_token, settings):
+        settings.REGISTER_RATE_PER_IP = "2/m"
+        settings.REGISTER_RATE_GLOBAL = "4/m"
+        _token, register = create_token("host", ApiToken.Scope.REGISTER)
+        # Guessers from one address: limited per address, never counted against the fleet's budget.
+        guesses = [put(client, "127.0.0.1", "vxm_guess", remote="10.6.6.6").status_code for _ in range(3)]
+        assert guesses == [401, 401, 429]
+        # A host over its own limit: its extra requests do not count globally either.
+        assert [put(client, "127.0.0.1", register).status_code for _ in range(4)] == [201, 200, 429, 429]
+        # So two of the four global registrations are left.
+        codes = [put(client, f"10.0.0.{n}", api_token).status_code for n in range(1, 4)]
+        assert codes == [201, 201, 429]
+
+    def test_retry_after_is_the_rest_of_the_window(self, client, api_token, settings):
+        settings.REGISTER_RATE_GLOBAL = "1/h"
+        assert put(client, "10.0.0.1", api_token).status_code == 201
+        response = put(client, "10.0.0.2", api_token)
+        assert response.status_code == 429
+        assert 1 <= int(response["Retry-After"]) <= 3600
+        assert response.json()["error"].startswith("Too many requests")
+
+    def test_a_cache_outage_fails_open(self, client, api_token, settings, caplog):
+        # Nothing listens on port 1: every counter call fails, and registering must still work.
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": "redis://127.0.0.1:1/0",
+                "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+            }
+        }
+        settings.REGISTER_RATE_GLOBAL = "1/m"
+        assert [put(client, f"10.0.0.{n}", api_token).status_code for n in (1, 2)] == [201, 201]
+        assert "rate limit cache unavailable" in caplog.text
+
+    def test_rate_limits_can_be_switched_off(self, client, api_token, settings):
+        settings.RATELIMIT_ENABLE = False
+        settings.REGISTER_RATE_GLOBAL = "1/m"
+        assert {put(client, f"10.0.0.{n}", api_token).status_code for n in (1, 2, 3)} == {201}
+
+    @pytest.mark.parametrize(
+        ("rate", "expected"),
+        [("30/m", (30, 60)), ("5/10s", (5, 10)), ("7/2m", (7, 120)), ("2/d", (2, 86400)), ("9/", (9, 1))],
+    )
+    def test_rates_read_as_django_ratelimit_reads_them(self, rate, expected):
+        from django_ratelimit.core import _split_rate as theirs
+
+        from machines.http import _split_rate
+
+        assert _split_rate(rate) == theirs(rate) == expected
+
+
+@pytest.mark.redis
+@pytest.mark.django_db
+def test_all_limits_take_one_redis_round_trip(require_redis, client, register_token, monkeypatch):
+    from redis.client import Redis
+
+    calls = []
+    original = Redis.execute_command
+
+    def counting(self, *args, **options):
+        calls.append(args[0])
+        return original(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", counting)
+    assert put(client, "127.0.0.1", register_token).status_code == 201
+    assert calls in (["EVALSHA"], ["EVALSHA", "SCRIPT LOAD", "EVALSHA"], ["EVALSHA", "EVAL"])
+
+
+@pytest.mark.django_db
+class TestMachineLimitQueries:
+    def test_far_below_the_limit_a_creation_counts_nothing(self, client, api_token, settings):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        settings.MAX_MACHINES = 10**9
+        with CaptureQueriesContext(connection) as captured:
+            assert put(client, "10.0.0.1", api_token).status_code == 201
+        sql = " ".join(q["sql"] for q in captured.captured_queries)
+        assert "COUNT(" not in sql and "advisory" not in sql
+
+    def test_past_the_id_bound_it_counts(self, client, api_token, settings, make_machine):
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        existing = make_machine(ip_address="10.0.0.1")
+        settings.MAX_MACHINES = existing.pk + 500  # the next id is over the bound; two machines are far below it
+        with CaptureQueriesContext(connection) as captured:
+            assert put(client, "10.0.0.2", api_token).status_code == 201
+        assert "COUNT(" in " ".join(q["sql"] for q in captured.captured_queries)
+        assert Machine.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_the_prepared_lookup_builds_the_machine_the_orm_would(make_machine):
+    from django.db import transaction
+    from django.utils import timezone
+
+    from machines.services import _locked_machine
+
+    now = timezone.now()
+    for fields in (
+        {"ip_address": "10.0.0.7", "extra_data": {"rack": "r1", "ports": [1, 2]}, "vni": None},
+        {"ip_address": "2001:db8::7", "status": "active", "last_seen_at": now, "last_rtt_ms": 0.25,
+         "check_interval": 60, "unreachable_since": now, "consecutive_failures": 2},
+    ):
+        machine = make_machine(**fields)
+        with transaction.atomic():
+            found = _locked_machine(machine.ip_address)
+        expected = Machine.objects.get(pk=machine.pk)
+        assert {f.attname: getattr(found, f.attname) for f in Machine._meta.concrete_fields} == {
+            f.attname: getattr(expected, f.attname) for f in Machine._meta.concrete_fields
+        }
+        assert (found._state.adding, found._state.db) == (False, "default")
+    with transaction.atomic():
+        assert _locked_machine("10.255.255.254") is None

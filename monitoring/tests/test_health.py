@@ -23,8 +23,3 @@ def test_health_names_a_dead_channel_layer(client, settings):
     body = response.json()
     assert body["checks"]["database"] == "ok"
     assert body["checks"]["channel_layer"].startswith("error")
-
-
-@pytest.mark.django_db
-def test_health_only_answers_reads(client):
-    assert client.put("/health").status_code == 405

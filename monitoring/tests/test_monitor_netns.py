@@ -1,6 +1,5 @@
 """The real monitor process pinging a real host in network namespaces: the whole liveness story."""
 
-import itertools
 import re
 import signal
 import time
@@ -9,17 +8,16 @@ from datetime import timedelta
 import pytest
 
 from conftest import require
+from lab import netns
 from machines import services
-from machines.models import FailureLog, Machine
+from machines.models import Machine, MachineEvent
 from machines.validation import Registration
-from monitoring import netns
 from monitoring.models import PingResult
-
-from .support import HOST_IP, running_monitor, wait_for
+from tests.support.namespaces import HOST_IP
+from tests.support.net import wait_for
+from tests.support.processes import running_monitor
 
 pytestmark = [pytest.mark.netns, pytest.mark.django_db(transaction=True)]
-
-
 
 
 def register(ip: str = HOST_IP) -> Machine:
@@ -33,7 +31,7 @@ def status(machine: Machine) -> str:
 
 
 def log_kinds(machine: Machine) -> list[str]:
-    entries = FailureLog.objects.filter(ip_address=machine.ip_address).order_by("created_at")
+    entries = MachineEvent.objects.filter(ip_address=machine.ip_address).order_by("created_at")
     return list(entries.values_list("kind", flat=True))
 
 
@@ -53,22 +51,21 @@ def test_pending_active_unreachable_backoff_and_recovery(lab):
         if first.consecutive_failures < 3:
             assert first.status == "active"
         wait_for(lambda: status(machine) == "unreachable", 15, message=f"unreachable\n{monitor.output()}")
-        entry = FailureLog.objects.get(machine=machine, kind="unreachable")
+        entry = MachineEvent.objects.get(machine=machine, kind="unreachable")
         assert "3 consecutive failed checks" in entry.detail and "timeout" in entry.detail
         assert Machine.objects.get(pk=machine.pk).consecutive_failures == 3
 
-        # While unreachable the interval doubles: 1 s, 2 s, 4 s, then capped at 8 s.
-        wait_for(lambda: Machine.objects.get(pk=machine.pk).check_interval == 8, 25, message="backoff to 8 s")
+        # While unreachable the interval doubles (the rules' property tests cover the whole sequence); one real
+        # step shows the monitor keeps to it: the fourth check comes 1 s after the third and schedules 2 s.
+        wait_for(lambda: Machine.objects.get(pk=machine.pk).check_interval == 2, 10, message="backoff to 2 s")
         failed = PingResult.objects.filter(machine=machine, ok=False).order_by("checked_at")
-        times = list(failed.values_list("checked_at", flat=True))
-        # From the third failure on; each gap is the interval plus the 0.5 s timeout and at most one tick.
-        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times[2:])]
-        for gap, interval in zip(gaps, [1, 2, 4], strict=False):
-            assert interval <= gap <= interval + 1.6, gaps
+        third, fourth = list(failed.values_list("checked_at", flat=True))[2:4]
+        # The interval plus the 0.5 s timeout and at most one tick.
+        assert 1 <= (fourth - third).total_seconds() <= 2.6
 
         host.sysctl("net.ipv4.icmp_echo_ignore_all", 0)
         wait_for(lambda: status(machine) == "active", 12, message=f"recovery\n{monitor.output()}")
-        recovered = FailureLog.objects.get(machine=machine, kind="recovered")
+        recovered = MachineEvent.objects.get(machine=machine, kind="recovered")
         assert "outage of" in recovered.detail
         assert log_kinds(machine) == ["unreachable", "recovered"]
         assert f"{machine.hostname} {HOST_IP} (recovered): unreachable -> active" in monitor.output()

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import require
-from monitoring import netns
-from monitoring.netns import NetNS
+from lab import netns
+from lab.netns import NetNS
 
 pytestmark = pytest.mark.netns
 
@@ -36,7 +36,7 @@ def ping_all(ns, mode, *extra):
     proc = ns.run(
         sys.executable,
         "-m",
-        "monitoring.pinger",
+        "monitoring.icmp",
         "--stdin",
         "-c",
         "1",

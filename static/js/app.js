@@ -119,11 +119,9 @@
   }, true);
   document.addEventListener("vxlanmgr:deleted", function (event) {
     const id = event.detail && event.detail.id;
-    ["machine-" + id, "machine-card-" + id].forEach(function (elementId) {
-      const element = document.getElementById(elementId);
-      // Hidden at once, removed by the live push that follows: a push finding no target is an htmx error.
-      if (element) element.hidden = true;
-    });
+    const row = document.getElementById("machine-" + id);
+    // Hidden at once, removed by the live push that follows: a push finding no target is an htmx error.
+    if (row) row.hidden = true;
   });
   document.addEventListener("htmx:oobAfterSwap", function (event) { updateRelativeTimes(event.target); });
 })();

@@ -11,14 +11,14 @@ import shutil
 import pytest
 
 from conftest import require
-from monitoring.tests.support import monitor_env
+from tests.support.processes import Server, process_env
 
-from .support import CHROMIUM, DESKTOP, PASSWORD, USERNAME, PageErrors, Server, launch_chromium
+from .support import CHROMIUM, DESKTOP, PASSWORD, USERNAME, PageErrors, launch_chromium
 
 
 def server_env(**overrides: str) -> dict[str, str]:
     """The server's environment: the test database, the test's channel layer (Redis when configured)."""
-    return monitor_env(share_redis=True, VXLANMGR_SECRET_KEY="browser-tests-not-a-secret",
+    return process_env(share_redis=True, VXLANMGR_SECRET_KEY="browser-tests-not-a-secret",
                        VXLANMGR_BACKOFF_MAX="2", **overrides)
 
 
@@ -45,7 +45,11 @@ def browser():
 def user(browser, transactional_db, django_user_model, settings):
     # Hashed the way the server process checks it (the suite's fast MD5 hasher is only known in-process).
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher"]
-    return django_user_model.objects.create_user(USERNAME, password=PASSWORD)
+    from django.contrib.auth.models import Group
+
+    user = django_user_model.objects.create_user(USERNAME, password=PASSWORD)
+    user.groups.add(Group.objects.get(name="operator"))
+    return user
 
 
 @pytest.fixture

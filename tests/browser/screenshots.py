@@ -54,14 +54,15 @@ def seed() -> None:
     django.setup()
     from machines.models import Machine
     from monitoring.models import MonitorHeartbeat
-    from tests.browser.support import PASSWORD, USERNAME, make_machine
+    from tests.browser.support import PASSWORD, USERNAME
+    from tests.support.machines import build_machine
 
     call_command("migrate", verbosity=0, interactive=False)
     get_user_model().objects.create_user(USERNAME, password=PASSWORD, is_staff=True)
     now = timezone.now()
     machines = []
     for n, (hostname, ip, vni, status, seen) in enumerate(FLEET, start=1):
-        machine = make_machine(n, hostname=hostname, ip_address=ip, vni=vni, status=status)
+        machine = build_machine(n, hostname=hostname, ip_address=ip, vni=vni, status=status)
         machine.mac_address = f"52:54:00:{0x3A + n:02x}:{0x10 * n % 256:02x}:{0x7C ^ n:02x}"
         machine.registered_at = now - timedelta(days=12 - n % 5, hours=n)
         machine.last_seen_at = now - timedelta(minutes=seen) if seen is not None else None
@@ -108,7 +109,7 @@ def shoot(server) -> list[Path]:
                 locale="en-US",
             )
             page = log_in(phone, server)
-            expect(page.locator("#machine-cards > li")).to_have_count(len(FLEET))
+            expect(page.locator("#machine-rows > tr")).to_have_count(len(FLEET))
             save(page, name)
         browser.close()
     return written
@@ -121,7 +122,8 @@ def main() -> int:
     env = environment(var_dir)
     os.environ.clear()
     os.environ.update(env)
-    from tests.browser.support import CHROMIUM, Server
+    from tests.browser.support import CHROMIUM
+    from tests.support.processes import Server
 
     if not Path(CHROMIUM).exists():
         print(f"screenshots need Chromium at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)

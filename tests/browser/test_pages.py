@@ -6,8 +6,9 @@ import pytest
 from playwright.sync_api import expect
 
 from machines.models import Machine
+from tests.support.machines import build_machine
 
-from .support import PASSWORD, PHONE, ROOT, USERNAME, log_in, make_machine
+from .support import PASSWORD, PHONE, ROOT, USERNAME, log_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +42,7 @@ def test_the_login_page_signs_in_and_back_out(server, new_context, errors):
 
 
 def test_the_japanese_dashboard_from_the_browser_language_and_the_switcher(server, new_context, errors):
-    Machine.objects.bulk_create([make_machine(1, status="active"), make_machine(2, status="unreachable")])
+    Machine.objects.bulk_create([build_machine(1, status="active"), build_machine(2, status="unreachable")])
     # The browser asks for Japanese.
     page = log_in(new_context(locale="ja-JP"), server, errors)
     expect(page.locator("html")).to_have_attribute("lang", "ja")
@@ -54,6 +55,20 @@ def test_the_japanese_dashboard_from_the_browser_language_and_the_switcher(serve
         expect(page.locator("h1")).to_have_text(JAPANESE)
         expect(page.locator("#summary")).to_contain_text(JAPANESE)
         expect(page.locator("#machine-rows tr").first.locator(".status")).to_have_text(JAPANESE)
+        # The phone's card labels its fields in Japanese too.
+        page.set_viewport_size(PHONE)
+        card = page.locator("#machine-rows tr").first
+        labels = card.locator("td[data-label]").evaluate_all(
+            "cells => cells.map((cell) => getComputedStyle(cell, '::before').content)"
+        )
+        assert len(labels) == 4 and all(JAPANESE.search(label) for label in labels if label != '"VNI"'), labels
+        # The values line up under each other, however wide the Japanese labels are.
+        lefts = card.locator("td[data-label]").evaluate_all(
+            "cells => cells.map((cell) => { const range = document.createRange();"
+            " range.selectNodeContents(cell.lastChild); return Math.round(range.getBoundingClientRect().left); })"
+        )
+        assert len(set(lefts)) == 1, lefts
+        page.set_viewport_size({"width": 1280, "height": 800})
 
     # An English browser, switched with the language menu.
     english = log_in(new_context(locale="en-US"), server, errors)
@@ -71,7 +86,7 @@ def test_the_japanese_dashboard_from_the_browser_language_and_the_switcher(serve
 
 def test_the_dark_scheme_on_a_phone(server, new_context, errors):
     Machine.objects.bulk_create(
-        [make_machine(1, status="active"), make_machine(2, status="unreachable"), make_machine(3, status="pending")]
+        [build_machine(1, status="active"), build_machine(2, status="unreachable"), build_machine(3, status="pending")]
     )
     context = new_context(viewport=PHONE, is_mobile=True, color_scheme="dark")
     login = errors.watch(context.new_page())
@@ -80,8 +95,11 @@ def test_the_dark_scheme_on_a_phone(server, new_context, errors):
     page = log_in(context, server, errors)
     body = page.evaluate("[getComputedStyle(document.body).backgroundColor, getComputedStyle(document.body).color]")
     assert luminance(body[0]) < 0.2 and luminance(body[1]) > 0.8, body
-    card = page.locator("#machine-cards > li").first
+    card = page.locator("#machine-rows > tr").first
     expect(card).to_be_visible()
+    assert card.evaluate("el => getComputedStyle(el).display") == "flex"  # the phone's card
     assert luminance(card.evaluate("el => getComputedStyle(el).backgroundColor")) < 0.2
+    label = card.locator("td[data-label]").first.evaluate("el => getComputedStyle(el, '::before').color")
+    assert 0.4 < luminance(label) < 0.8, label  # the muted label colour of the dark scheme
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
     errors.assert_none()

@@ -6,8 +6,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
-from monitoring.pinger import PingerUnavailable
-from monitoring.sweep import Monitor, use_one_persistent_connection
+from monitoring.icmp import PingerUnavailable
+from monitoring.monitor import Monitor, use_one_persistent_connection
 
 logger = logging.getLogger("vxlanmgr.monitor")
 

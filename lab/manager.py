@@ -1,0 +1,214 @@
+"""The lab's manager (`manage.py serve` in its namespace), the loopback forwarder to it, and its API as the
+lab uses it."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .netns import NetNS
+from .plan import ROOT, LabError
+from .state import Proc, State, process_start_time
+
+
+def manager_env(state: State) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("VXLANMGR_") and key not in {"DATABASE_URL", "REDIS_URL"}
+    }
+    plan = state.plan
+    env.update(state.settings)
+    env.update(
+        VXLANMGR_VAR_DIR=str(state.directory / "var"),
+        VXLANMGR_SECRET_KEY=state.secret_key,
+        VXLANMGR_ALLOWED_HOSTS=f"127.0.0.1,localhost,[::1],{plan.manager_overlay_ip}",
+        VXLANMGR_REGISTER_TOKEN=state.register_token,
+        VXLANMGR_API_TOKEN=state.api_token,
+        DJANGO_SETTINGS_MODULE="vxlanmgr.settings",
+        PYTHONUNBUFFERED="1",
+    )
+    # Web and monitor share one process, so the in-memory channel layer carries the live updates: the
+    # manager's namespace could not reach a Redis on the host's 127.0.0.1 anyway.
+    if state.database_url:
+        env["DATABASE_URL"] = state.database_url
+    return env
+
+
+def prepare_database(state: State) -> str:
+    """Create the schema, the admin user (with the lab's password) and seed the lab's tokens; bootstrap's output."""
+    env = {**manager_env(state), "VXLANMGR_ADMIN_PASSWORD": state.admin_password}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), "bootstrap"], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    if proc.returncode != 0:
+        raise LabError(f"manage.py bootstrap failed for the lab's database:\n{proc.stderr.strip()[-3000:]}")
+    state.admin_created = "Created user 'admin'" in proc.stdout
+    return proc.stdout
+
+
+def start_manager(state: State) -> None:
+    """Run ``manage.py serve`` (web and monitor) in the manager namespace, detached from this process."""
+    plan = state.plan
+    _remove_stale_socket(state.socket_path)
+    argv = NetNS(plan.manager).command(
+        sys.executable, str(ROOT / "manage.py"), "serve",
+        "--host", plan.manager_overlay_ip, "--port", str(plan.config.manager_port),
+        "--unix-socket", str(state.socket_path), "--monitor", "yes",
+    )
+    with open(state.manager_log, "ab") as log:
+        log.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting the manager\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=manager_env(state), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    state.manager = Proc.of(process.pid)  # `ip netns exec` execs: this pid is the manager itself
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove the socket and Twisted's lock (a symlink to the owner's pid) a killed manager left behind.
+
+    Twisted only breaks the lock when that pid is gone, and a killed manager stays a zombie until it is
+    reaped: without this a restart right after a SIGKILL could fail with "Cannot acquire lock".
+    """
+    lock = path.with_name(path.name + ".lock")
+    with contextlib.suppress(OSError, ValueError):
+        owner = int(os.readlink(lock))
+        if process_start_time(owner) is not None:
+            raise LabError(f"process {owner} still serves {path}; stop it first (vxlanlab down)")
+        lock.unlink()
+    path.unlink(missing_ok=True)
+
+
+def wait_for_manager(state: State, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not (state.manager and state.manager.alive()):
+            raise LabError(f"the manager exited during start-up; its log ends:\n{log_tail(state.manager_log)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if state.socket_path.exists() and api(state, "GET", "/health", token=None)[0] == 200:
+                return
+        time.sleep(0.2)
+    tail = log_tail(state.manager_log)
+    raise LabError(f"the manager did not become healthy in {timeout:.0f} s; its log ends:\n{tail}")
+
+
+def stop_manager(state: State, sig: int = signal.SIGTERM) -> None:
+    if state.manager:
+        state.manager.stop(sig)
+    state.manager = None
+
+
+def restart_manager(state: State, sig: int = signal.SIGKILL) -> float:
+    """Stop the manager (SIGKILL by default: a crash) and start it again; returns the seconds it was down."""
+    stopped = time.monotonic()
+    stop_manager(state, sig)
+    start_manager(state)
+    state.save()
+    wait_for_manager(state)
+    return time.monotonic() - stopped
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------------------------------------- the forwarder
+
+
+def start_forwarder(state: State) -> None:
+    """socat in the root namespace: 127.0.0.1:PORT -> the manager's Unix socket (one child per connection)."""
+    argv = [
+        "socat", f"TCP-LISTEN:{state.config.port},bind=127.0.0.1,reuseaddr,fork",
+        f"UNIX-CONNECT:{state.socket_path}",
+    ]
+    with open(state.directory / "forwarder.log", "ab") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    state.forwarder = Proc.of(process.pid)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"socat exited at once: {log_tail(state.directory / 'forwarder.log', 5)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            connection = http.client.HTTPConnection("127.0.0.1", state.config.port, timeout=5)
+            try:
+                connection.request("GET", "/health")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.1)
+    raise LabError(f"the forwarder on 127.0.0.1:{state.config.port} does not answer")
+
+
+def forwarder_pids(socket_path: Path) -> list[int]:
+    """socat processes forwarding to exactly this lab's socket (for a clean-up after the state was lost)."""
+    wanted = f"UNIX-CONNECT:{socket_path}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if argv and Path(argv[0].decode(errors="replace")).name == "socat" and wanted in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
+# ---------------------------------------------------------------------------------------------- HTTP
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def api(state: State, method: str, path: str, *, token: str | None = "", timeout: float = 10) -> tuple[int, object]:
+    """One request to the manager through its Unix socket (with the lab's API token unless ``token=None``)."""
+    headers = {"Accept": "application/json"}
+    token = state.api_token if token == "" else token
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    connection = _UnixHTTPConnection(state.socket_path, timeout)
+    try:
+        connection.request(method, path, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    try:
+        return response.status, json.loads(body) if body else None
+    except ValueError:
+        return response.status, body.decode(errors="replace")
+
+
+def machines(state: State) -> dict[str, dict]:
+    """The manager's machines by IP address (through its API)."""
+    status, body = api(state, "GET", "/api/machines?page_size=500")
+    if status != 200 or not isinstance(body, dict):
+        raise LabError(f"GET /api/machines answered {status}: {body}")
+    return {machine["ip_address"]: machine for machine in body["results"]}
+
+
+# ---------------------------------------------------------------------------------------------- hosts

@@ -1,0 +1,279 @@
+"""The monitor loop: claim what is due, ping it in one batch, record the results, tell the dashboards.
+
+It runs on an asyncio loop of its own (`manage.py monitor`) or beside Daphne on Daphne's loop (`manage.py
+serve`, the embedded default). Database work happens on one dedicated thread so it never blocks the loop.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connections
+from django.utils import timezone
+
+from machines.models import Machine
+from machines.validation import address_refusal
+
+from . import broadcast, checks
+from .icmp import Pinger, PingerUnavailable
+from .models import MonitorHeartbeat, PingResult
+from .rules import Outcome
+
+logger = logging.getLogger("vxlanmgr.monitor")
+
+TICK = 0.5
+HEARTBEAT_EVERY = 10.0
+SUMMARY_EVERY = 60.0
+PRUNE_EVERY = 600.0
+PRUNE_BATCH = 5000
+DB_BACKOFF_MAX = 30.0
+STOP_GRACE = 4.0
+# A batch ends at its last send plus the timeout; the margin covers sending and writing a full batch,
+# and bounds how long a killed monitor's machines wait before another monitor checks them.
+LEASE_MARGIN = 10
+
+
+class Monitor:
+    def __init__(self, pinger_factory: Callable[[], Pinger] = Pinger, name: str | None = None):
+        self.pinger_factory = pinger_factory
+        self.pinger: Pinger | None = None
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.token = uuid.uuid4().hex
+        self.shutdown = asyncio.Event()
+        self.db_executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-db")
+        self.batches: set[asyncio.Task] = set()
+        self.in_flight = 0
+        self.db_down_since: float | None = None
+        self.stats = {"checks": 0, "changes": 0, "lag": 0.0}
+        self.mode = ""
+        self.error = ""
+
+    # -- database access, always on the dedicated thread --------------------------------------------------
+
+    async def db(self, fn, *args, **kwargs):
+        def call():
+            close_old_connections()
+            return fn(*args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self.db_executor, call)
+
+    def _db_failed(self, exc: Exception) -> None:
+        if self.db_down_since is None:
+            self.db_down_since = time.monotonic()
+            logger.error("database unavailable, retrying with backoff (no machine is judged meanwhile): %s", exc)
+
+    def _db_ok(self) -> None:
+        if self.db_down_since is not None:
+            logger.warning("database reachable again after %.0f s", time.monotonic() - self.db_down_since)
+            self.db_down_since = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+
+    def start_pinger(self) -> None:
+        """Open the ICMP sockets; raises PingerUnavailable with a one-line fix when that is not allowed."""
+        self.pinger = self.pinger_factory()
+        self.mode = getattr(self.pinger, "mode", "")
+
+    async def run(self, keep_reporting: bool = False) -> None:
+        """Check machines until stopped. Without ICMP, raise PingerUnavailable, or with keep_reporting
+        stay up and keep saying why in the heartbeat, so the dashboard can show it."""
+        if self.pinger is None:
+            try:
+                self.start_pinger()
+            except PingerUnavailable as exc:
+                self.error = str(exc)
+                logger.error("cannot send pings: %s", exc)
+                if not keep_reporting:
+                    await self._beat_safely()
+                    raise
+                while not self.shutdown.is_set():
+                    await self._beat_safely()
+                    await self._sleep(HEARTBEAT_EVERY)
+                return
+        logger.info("monitor %s started (%s ICMP sockets)", self.name, self.mode or "default")
+        housekeeping = asyncio.create_task(self._housekeeping())
+        backoff = 1.0
+        try:
+            while not self.shutdown.is_set():
+                try:
+                    did_work = await self.step()
+                    self._db_ok()
+                    backoff = 1.0
+                except DatabaseError as exc:
+                    self._db_failed(exc)
+                    await self._sleep(backoff)
+                    backoff = min(backoff * 2, DB_BACKOFF_MAX)
+                    continue
+                if not did_work:
+                    await self._sleep(TICK)
+        finally:
+            await self._drain()
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
+            if self.pinger:
+                self.pinger.close()
+            self.db_executor.shutdown(wait=False)
+            logger.info("monitor %s stopped", self.name)
+
+    def stop(self) -> None:
+        self.shutdown.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self.shutdown.wait(), seconds)
+        except TimeoutError:
+            pass
+
+    async def _drain(self) -> None:
+        """Let batches already sent finish and write their results, within the stop grace."""
+        if self.batches:
+            await asyncio.wait(self.batches, timeout=STOP_GRACE)
+        for task in self.batches:
+            task.cancel()
+
+    # -- one unit of work ---------------------------------------------------------------------------------
+
+    async def step(self) -> bool:
+        """Claim the machines now due and send them out as one batch; True if there was anything to do."""
+        capacity = settings.PING_CONCURRENCY - self.in_flight
+        if capacity <= 0:
+            return False
+        lease = timedelta(seconds=settings.PING_COUNT * settings.PING_TIMEOUT + LEASE_MARGIN)
+        now = timezone.now()
+        machines = await self.db(checks.claim_due, self.token, capacity, lease, now)
+        if not machines:
+            return False
+        # An address the policy refuses (VXLANMGR_ALLOWED_PREFIXES changed since it registered) is never
+        # pinged: it keeps its status and comes up again an interval later; its page says why.
+        refused = [machine.pk for machine in machines if address_refusal(machine.ip_address)]
+        if refused:
+            await self.db(checks.postpone, self.token, refused, now)
+            skipped = set(refused)
+            machines = [machine for machine in machines if machine.pk not in skipped]
+            if not machines:
+                return True
+        self.stats["lag"] = max(self.stats["lag"], (now - min(m.next_check_at for m in machines)).total_seconds())
+        self.in_flight += len(machines)
+        task = asyncio.create_task(self.check(machines))
+        self.batches.add(task)
+        task.add_done_callback(self.batches.discard)
+        return True
+
+    async def check(self, machines: list[Machine]) -> None:
+        """Ping one claimed batch and record it. Dead hosts only hold up their own batch."""
+        try:
+            results = await self.pinger.ping_batch(
+                [machine.ip_address for machine in machines], settings.PING_COUNT, settings.PING_TIMEOUT
+            )
+            records = []
+            for machine in machines:
+                result = results[machine.ip_address]
+                outcome = Outcome(ok=result.ok, rtt_ms=result.rtt_ms, failure=result.failure or "")
+                records.append(checks.CheckRecord(machine.pk, outcome, result.loss))
+            try:
+                changes = await self.db(checks.record_checks, self.token, records)
+            except DatabaseError as exc:
+                # Nothing was written: the claims lapse and these machines are checked again later.
+                self._db_failed(exc)
+                return
+            self.stats["checks"] += len(records)
+            self.stats["changes"] += len(changes)
+            for change in changes:
+                machine = change.machine
+                logger.info(
+                    "%s %s (%s): %s -> %s", machine.hostname, machine.ip_address, change.decision.event or "status",
+                    change.previous, change.decision.state.status,
+                )
+            if changes:
+                await broadcast.push(change_event(changes))
+        except Exception:
+            logger.exception("a check batch of %d machines failed", len(machines))
+        finally:
+            self.in_flight -= len(machines)
+
+    # -- periodic chores ----------------------------------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_summary = last_prune = time.monotonic()
+        last_checks = 0
+        while True:
+            await self._beat_safely()
+            now = time.monotonic()
+            if now - last_summary >= SUMMARY_EVERY:
+                await self._summary(now - last_summary, self.stats["checks"] - last_checks)
+                last_summary, last_checks = now, self.stats["checks"]
+            if now - last_prune >= PRUNE_EVERY:
+                last_prune = now
+                try:
+                    await self.prune()
+                except DatabaseError as exc:
+                    self._db_failed(exc)
+            await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _summary(self, elapsed: float, checks: int) -> None:
+        try:
+            count = await self.db(Machine.objects.count)
+        except DatabaseError:
+            count = "?"
+        logger.info(
+            "summary: %s machines, %.1f checks/s, %d status changes, max due lag %.2f s, %d in flight",
+            count, checks / elapsed if elapsed else 0.0, self.stats["changes"], self.stats["lag"], self.in_flight,
+        )
+        self.stats["lag"] = 0.0
+
+    async def _beat_safely(self) -> None:
+        try:
+            await self.db(_beat, self.name, self.mode, self.error)
+        except DatabaseError as exc:
+            self._db_failed(exc)
+
+    async def prune(self) -> int:
+        """Delete ping results past retention in small batches, so the table never locks for long."""
+        cutoff = timezone.now() - timedelta(days=settings.PING_RETENTION_DAYS)
+        total = 0
+        while not self.shutdown.is_set():
+            deleted = await self.db(_prune_batch, cutoff, PRUNE_BATCH)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                break
+            await asyncio.sleep(0.05)
+        if total:
+            logger.info("pruned %d ping results older than %d days", total, settings.PING_RETENTION_DAYS)
+        return total
+
+
+def change_event(changes: list[checks.StatusChange]) -> dict:
+    """The push for a batch's status changes."""
+    return broadcast.event(
+        changed=[change.machine.pk for change in changes],
+        announce={change.machine.pk: change.decision.state.status for change in changes},
+    )
+
+
+def use_one_persistent_connection() -> None:
+    """For a process that is only a monitor: all its queries come from one thread, so one kept connection
+    serves best; a pool adds nothing and would hide an outage behind its wait for a free connection."""
+    for alias in connections:
+        settings_dict = connections.settings[alias]
+        settings_dict["OPTIONS"].pop("pool", None)
+        settings_dict["CONN_MAX_AGE"] = 600
+
+
+def _beat(name: str, mode: str, error: str) -> None:
+    now = timezone.now()
+    MonitorHeartbeat.objects.update_or_create(name=name, defaults={"last_beat_at": now, "mode": mode, "error": error})
+    MonitorHeartbeat.objects.filter(last_beat_at__lt=now - timedelta(days=1)).delete()
+
+
+def _prune_batch(cutoff, size: int) -> int:
+    ids = list(PingResult.objects.filter(checked_at__lt=cutoff).values_list("pk", flat=True)[:size])
+    if not ids:
+        return 0
+    return PingResult.objects.filter(pk__in=ids).delete()[0]

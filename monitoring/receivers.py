@@ -1,0 +1,22 @@
+"""How monitoring answers the inventory's signals (machines.signals), connected in MonitoringConfig.ready."""
+
+from datetime import timedelta
+
+from . import broadcast
+from .checks import policy, state_of
+from .rules import after_reregistration
+
+
+def check_rebooted_machine_now(sender, machine, now, **kwargs) -> None:
+    state, delay = after_reregistration(state_of(machine), policy())
+    if delay is None:
+        return
+    machine.check_interval = state.interval
+    machine.next_check_at = now + timedelta(seconds=delay)
+    # A check already in flight started before the reboot; its result must not overwrite this schedule.
+    machine.claim_token = ""
+    machine.claimed_until = None
+
+
+def push_to_dashboards(sender, changed=(), deleted=(), created=False, **kwargs) -> None:
+    broadcast.push_after_commit(broadcast.event(changed=changed, deleted=deleted, created=created))

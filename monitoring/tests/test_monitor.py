@@ -1,0 +1,64 @@
+"""The monitor loop's own duties, driven directly: pruning, claiming, and two monitors side by side."""
+
+import asyncio
+import itertools
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from machines import services
+from machines.models import Machine
+from machines.validation import Registration
+from monitoring import checks
+from monitoring.models import PingResult
+from monitoring.monitor import Monitor
+from tests.support.net import wait_for
+from tests.support.processes import running_monitor
+
+
+@pytest.mark.django_db(transaction=True)
+def test_prune_removes_only_results_past_retention_in_batches(make_machine, settings, monkeypatch):
+    settings.PING_RETENTION_DAYS = 7
+    monkeypatch.setattr("monitoring.monitor.PRUNE_BATCH", 500)
+    machine = make_machine()
+    old = timezone.now() - timedelta(days=8)
+    PingResult.objects.bulk_create(PingResult(machine=machine, ok=True, checked_at=old) for _ in range(1200))
+    PingResult.objects.bulk_create(PingResult(machine=machine, ok=True) for _ in range(30))
+    monitor = Monitor(pinger_factory=lambda: None)
+    deleted = asyncio.run(monitor.prune())
+    monitor.db_executor.shutdown()
+    assert deleted == 1200
+    assert PingResult.objects.count() == 30
+
+
+@pytest.mark.django_db
+def test_a_claim_hides_machines_from_a_second_monitor(make_machine):
+    machines = [make_machine() for _ in range(5)]
+    first = checks.claim_due("first", 3, timedelta(seconds=30))
+    second = checks.claim_due("second", 10, timedelta(seconds=30))
+    assert len(first) == 3 and len(second) == 2
+    assert {m.pk for m in first}.isdisjoint({m.pk for m in second})
+    assert checks.claim_due("third", 10, timedelta(seconds=30)) == []
+    # A lapsed claim (its monitor died) is free again.
+    later = timezone.now() + timedelta(seconds=31)
+    assert len(checks.claim_due("third", 10, timedelta(seconds=30), now=later)) == len(machines)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_monitors_never_check_one_machine_twice_at_once(require_icmp):
+    machines = [
+        services.register_machine(
+            Registration(ip_address=f"127.0.81.{n}", hostname=f"loop-{n}", mac_address="02:00:00:00:cc:01")
+        ).machine
+        for n in range(1, 21)
+    ]
+    with running_monitor() as one, running_monitor() as two:
+        wait_for(lambda: PingResult.objects.count() >= 20 * 5, 30, message=f"checks\n{one.output()}{two.output()}")
+    for machine in machines:
+        results = PingResult.objects.filter(machine=machine).order_by("checked_at")
+        times = list(results.values_list("checked_at", flat=True))
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        # The interval is 1 s: two checks of one machine closer than that mean both monitors had it.
+        assert all(gap >= 0.9 for gap in gaps), (machine.ip_address, gaps)
+    assert Machine.objects.filter(status="active").count() == 20
