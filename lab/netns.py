@@ -300,6 +300,20 @@ class NetNS:
         """Load nftables rules (``nft -f -`` syntax) inside the namespace."""
         self.run("nft", "-f", "-", input=ruleset)
 
+    def drop_echo_requests(self, addresses: list[str], table: str = "vxmdrop") -> None:
+        """Make these IPv4 addresses silent, like powered-off hosts: echo requests to them are dropped on
+        input, so the send itself succeeds and no error comes back."""
+        elements = ",\n".join(addresses)
+        self.nft(f"""
+table ip {table} {{
+  set dead {{ type ipv4_addr; elements = {{ {elements} }} }}
+  chain input {{
+    type filter hook input priority 0;
+    ip daddr @dead icmp type echo-request drop
+  }}
+}}
+""")
+
     def link_up(self, dev: str) -> None:
         self.ip("link", "set", dev, "up")
 

@@ -106,16 +106,7 @@ def _round(ns, targets: list[str], reps: int) -> dict:
 
 
 def _drop(ns, dead: list[str]) -> None:
-    elements = ",\n".join(dead)
-    ns.nft(f"""
-table ip vxmbench {{
-  set dead {{ type ipv4_addr; elements = {{ {elements} }} }}
-  chain input {{
-    type filter hook input priority 0;
-    ip daddr @dead icmp type echo-request drop
-  }}
-}}
-""")
+    ns.drop_echo_requests(dead, table="vxmbench")
 
 
 def _summary(report: dict) -> dict:

@@ -62,3 +62,32 @@ def test_two_monitors_never_check_one_machine_twice_at_once(require_icmp):
         # The interval is 1 s: two checks of one machine closer than that mean both monitors had it.
         assert all(gap >= 0.9 for gap in gaps), (machine.ip_address, gaps)
     assert Machine.objects.filter(status="active").count() == 20
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_address_the_policy_refuses_is_never_pinged(make_machine, settings, require_icmp, operator_client):
+    import ipaddress
+
+    # Registered before the policy changed: 127.0.94.1 is now refused, 127.0.94.2 is still listed.
+    settings.ALLOWED_PREFIXES = [ipaddress.ip_network("127.0.94.2/32")]
+    refused = make_machine(ip_address="127.0.94.1")
+    allowed = make_machine(ip_address="127.0.94.2")
+    monitor = Monitor()
+
+    async def one_step():
+        monitor.start_pinger()
+        assert await monitor.step()
+        if monitor.batches:
+            await asyncio.wait(monitor.batches)
+        monitor.pinger.close()
+
+    started = timezone.now()
+    asyncio.run(one_step())
+    monitor.db_executor.shutdown()
+    assert PingResult.objects.filter(machine=allowed).exists() and Machine.objects.get(pk=allowed.pk).status == "active"
+    refused.refresh_from_db()
+    assert not PingResult.objects.filter(machine=refused).exists()
+    assert refused.status == "pending" and not refused.claim_token
+    assert refused.next_check_at >= started + timedelta(seconds=settings.CHECK_INTERVAL - 1)
+    page = operator_client.get(f"/machines/{refused.pk}").content.decode()
+    assert "Not checked" in page and "VXLANMGR_ALLOWED_PREFIXES" in page

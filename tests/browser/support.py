@@ -49,7 +49,9 @@ class PageErrors:
         assert not unexpected, unexpected
 
 
-def log_in(context, server, errors: PageErrors | None = None, path: str = "/", live: bool = True):
+def log_in(
+    context, server, errors: PageErrors | None = None, path: str = "/", live: bool = True, username: str = USERNAME
+):
     """Sign in through the real login page; by default wait for the dashboard's live channel too."""
     from playwright.sync_api import expect
 
@@ -57,7 +59,7 @@ def log_in(context, server, errors: PageErrors | None = None, path: str = "/", l
     if errors:
         errors.watch(page)
     page.goto(f"{server.url}{path}")
-    page.fill("#id_username", USERNAME)
+    page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.locator("form.stack button[type=submit]").click()
     page.wait_for_url(re.compile(re.escape(f"{server.url}{path}") + r"$"))

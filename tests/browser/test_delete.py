@@ -114,3 +114,38 @@ def test_delete_shows_the_details_cancel_keeps_and_confirm_removes_it_everywhere
     assert "deleted while unreachable; VNI 4242" in entry.detail
     # The out-of-date confirmation is answered 404 (with its explanation), which Chromium always logs.
     errors.assert_none(rf"^Failed to load resource: .* 404 .* @ {server.url}/machines/{dead.pk}/delete/confirm$")
+
+
+def test_a_viewer_sees_no_delete_and_an_operator_does(server, new_context, errors, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from .support import PASSWORD
+
+    viewer = django_user_model.objects.create_user("watcher", password=PASSWORD)
+    viewer.groups.add(Group.objects.get(name="viewer"))
+    dead = build_machine(9, hostname="storage-9.lab.example", status="unreachable")
+    dead.save()
+    delete = re.compile("^Delete")
+    watching = log_in(new_context(), server, errors, username="watcher")
+    expect(watching.locator(f"#machine-{dead.pk}")).to_contain_text("storage-9.lab.example")
+    expect(watching.get_by_role("link", name=delete)).to_have_count(0)
+    operating = log_in(new_context(viewport=PHONE, is_mobile=True), server, errors)
+    expect(operating.locator(f"#machine-{dead.pk}").get_by_role("link", name=delete)).to_be_visible()
+    # The push after a registration reaches the viewer without the button too.
+    import json
+    import urllib.request
+
+    from machines.models import ApiToken
+    from machines.tokens import create_token
+
+    token = create_token("browser", ApiToken.Scope.API)[1]
+    body = {"hostname": "storage-9b.lab.example", "mac_address": dead.mac_address}
+    request = urllib.request.Request(
+        f"{server.url}/api/machines/{dead.ip_address}", data=json.dumps(body).encode(), method="PUT",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    expect(watching.locator(f"#machine-{dead.pk}")).to_contain_text("storage-9b.lab.example")
+    expect(watching.get_by_role("link", name=delete)).to_have_count(0)
+    errors.assert_none()
