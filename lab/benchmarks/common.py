@@ -220,9 +220,11 @@ def child_env(**overrides: str) -> dict[str, str]:
 def session_cookie(username: str = "bench-operator") -> str:
     """A logged-in session for the dashboard and its WebSocket."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.test import Client
 
     user, _ = get_user_model().objects.get_or_create(username=username, defaults={"is_staff": True})
+    user.groups.add(Group.objects.get(name="operator"))  # the role that sees Delete, as the page is measured
     client = Client()
     client.force_login(user)
     return client.cookies["sessionid"].value

@@ -37,6 +37,7 @@ def environment(var_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VXLANMGR_") and k not in dropped}
     env.update(
         VXLANMGR_VAR_DIR=str(var_dir),
+        VXLANMGR_SECRET_KEY="screenshots-only-not-a-secret",
         VXLANMGR_EMBEDDED_MONITOR="0",
         VXLANMGR_LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="vxlanmgr.settings",
@@ -58,7 +59,10 @@ def seed() -> None:
     from tests.support.machines import build_machine
 
     call_command("migrate", verbosity=0, interactive=False)
-    get_user_model().objects.create_user(USERNAME, password=PASSWORD, is_staff=True)
+    from django.contrib.auth.models import Group
+
+    operator = get_user_model().objects.create_user(USERNAME, password=PASSWORD, is_staff=True)
+    operator.groups.add(Group.objects.get(name="operator"))
     now = timezone.now()
     machines = []
     for n, (hostname, ip, vni, status, seen) in enumerate(FLEET, start=1):
