@@ -95,10 +95,12 @@ class TestDashboard:
     def test_the_page_costs_the_same_queries_for_one_machine_or_a_hundred(
         self, operator_client, make_machine, django_assert_max_num_queries
     ):
-        make_machine(status="unreachable")
+        # One machine of each status: the page reads each status's range of the index once.
+        for status in ["unreachable", "pending", "active"]:
+            make_machine(status=status)
         with django_assert_max_num_queries(20) as one:
             operator_client.get("/")
-        for status in ["active"] * 98 + ["unreachable"]:
+        for status in ["active"] * 95 + ["unreachable", "pending"]:
             make_machine(status=status)
         with django_assert_max_num_queries(len(one.captured_queries)):
             html = operator_client.get("/").content.decode()
@@ -208,3 +210,22 @@ class TestSecurityHeaders:
         assert not re.search(r"<script(?![^>]*\bsrc=)", html)
         assert " style=" not in html and "<style" not in html
         assert not re.search(r"\son[a-z]+=", html)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", ["", "unreachable", "pending", "active"])
+def test_every_page_lists_what_the_sorted_list_has_at_its_place(operator_client, make_machine, status):
+    import random
+
+    from machines import queries
+
+    rng = random.Random(7)
+    statuses = ["active", "active", "unreachable", "pending"]
+    for _ in range(230):
+        make_machine(status=rng.choice(statuses), hostname=f"h{rng.randint(1, 60)}")
+    expected = [m.pk for m in queries.problems_first(queries.search(status=status))]
+    shown = []
+    for number in range(1, (len(expected) - 1) // queries.PAGE_SIZE + 2):
+        html = operator_client.get("/", {"page": number, "status": status}).content.decode()
+        shown += [int(pk) for pk in re.findall(r'<tr id="machine-(\d+)"', html)]
+    assert shown == expected
