@@ -7,10 +7,9 @@ from .models import Machine
 MAX_QUERY_LENGTH = 100
 PAGE_SIZE = 100
 # Problems first: an operator opens the dashboard to see what is down.
+_PROBLEMS_FIRST = (Machine.Status.UNREACHABLE, Machine.Status.PENDING, Machine.Status.ACTIVE)
 _STATUS_RANK = Case(
-    When(status=Machine.Status.UNREACHABLE, then=Value(0)),
-    When(status=Machine.Status.PENDING, then=Value(1)),
-    default=Value(2),
+    *(When(status=status, then=Value(rank)) for rank, status in enumerate(_PROBLEMS_FIRST)),
     output_field=IntegerField(),
 )
 
@@ -39,8 +38,6 @@ def status_counts() -> dict[str, int]:
     counts["total"] = sum(counts[status] for status in Machine.Status.values)
     return counts
 
-
-_PROBLEMS_FIRST = (Machine.Status.UNREACHABLE, Machine.Status.PENDING, Machine.Status.ACTIVE)
 
 
 def problems_first_slice(counts: dict[str, int], start: int, size: int, status: str = "", fields=()) -> list[Machine]:

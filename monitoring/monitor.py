@@ -152,11 +152,10 @@ class Monitor:
             return False
         # An address the policy refuses (VXLANMGR_ALLOWED_PREFIXES changed since it registered) is never
         # pinged: it keeps its status and comes up again an interval later; its page says why.
-        refused = [machine.pk for machine in machines if address_refusal(machine.ip_address)]
+        refused = {machine.pk for machine in machines if address_refusal(machine.ip_address)}
         if refused:
-            await self.db(checks.postpone, self.token, refused, now)
-            skipped = set(refused)
-            machines = [machine for machine in machines if machine.pk not in skipped]
+            await self.db(checks.postpone, self.token, list(refused), now)
+            machines = [machine for machine in machines if machine.pk not in refused]
             if not machines:
                 return True
         self.stats["lag"] = max(self.stats["lag"], (now - min(m.next_check_at for m in machines)).total_seconds())
