@@ -33,6 +33,9 @@ class Machine(models.Model):
     unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
     claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    # Answered share of the last 30 days' checks, refreshed by the monitor with every hourly fold so the
+    # dashboard can show and sort it without reading history.
+    uptime_30d = models.FloatField(_("30-day uptime"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("machine")

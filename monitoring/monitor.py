@@ -21,9 +21,9 @@ from django.utils import timezone
 from machines.models import Machine
 from machines.validation import address_refusal
 
-from . import broadcast, checks
+from . import broadcast, checks, history, uptime
 from .icmp import Pinger, PingerUnavailable
-from .models import MonitorHeartbeat, PingResult
+from .models import MonitorHeartbeat
 from .rules import Outcome
 
 logger = logging.getLogger("vxlanmgr.monitor")
@@ -31,8 +31,9 @@ logger = logging.getLogger("vxlanmgr.monitor")
 TICK = 0.5
 HEARTBEAT_EVERY = 10.0
 SUMMARY_EVERY = 60.0
-PRUNE_EVERY = 600.0
-PRUNE_BATCH = 5000
+# History work (folds, pruning) runs in short steps between checks; when it is caught up it looks again
+# after this long.
+HISTORY_IDLE = 60.0
 DB_BACKOFF_MAX = 30.0
 STOP_GRACE = 4.0
 # A batch ends at its last send plus the timeout; the margin covers sending and writing a full batch,
@@ -99,6 +100,7 @@ class Monitor:
                 return
         logger.info("monitor %s started (%s ICMP sockets)", self.name, self.mode or "default")
         housekeeping = asyncio.create_task(self._housekeeping())
+        keep_history = asyncio.create_task(self._history())
         backoff = 1.0
         try:
             while not self.shutdown.is_set():
@@ -116,7 +118,8 @@ class Monitor:
         finally:
             await self._drain()
             housekeeping.cancel()
-            await asyncio.gather(housekeeping, return_exceptions=True)
+            keep_history.cancel()
+            await asyncio.gather(housekeeping, keep_history, return_exceptions=True)
             if self.pinger:
                 self.pinger.close()
             self.db_executor.shutdown(wait=False)
@@ -200,7 +203,7 @@ class Monitor:
     # -- periodic chores ----------------------------------------------------------------------------------
 
     async def _housekeeping(self) -> None:
-        last_summary = last_prune = time.monotonic()
+        last_summary = time.monotonic()
         last_checks = 0
         while True:
             await self._beat_safely()
@@ -208,13 +211,24 @@ class Monitor:
             if now - last_summary >= SUMMARY_EVERY:
                 await self._summary(now - last_summary, self.stats["checks"] - last_checks)
                 last_summary, last_checks = now, self.stats["checks"]
-            if now - last_prune >= PRUNE_EVERY:
-                last_prune = now
-                try:
-                    await self.prune()
-                except DatabaseError as exc:
-                    self._db_failed(exc)
             await asyncio.sleep(HEARTBEAT_EVERY)
+
+    async def _history(self) -> None:
+        """Fold raw results into hours and days and prune past retention, one short step at a time, so
+        checks queued on the database thread wait at most one step."""
+        folder = history.Folder()
+        while not self.shutdown.is_set():
+            try:
+                done = await self.db(folder.step)
+                if done and done.startswith("folded hour"):
+                    logger.info("history: %s", done)
+                    after = 0
+                    while (after := await self.db(uptime.refresh_uptime_30d, after)) is not None:
+                        await asyncio.sleep(0)
+            except DatabaseError as exc:
+                self._db_failed(exc)
+                done = None
+            await self._sleep(0.01 if done else HISTORY_IDLE)
 
     async def _summary(self, elapsed: float, checks: int) -> None:
         try:
@@ -232,20 +246,6 @@ class Monitor:
             await self.db(_beat, self.name, self.mode, self.error)
         except DatabaseError as exc:
             self._db_failed(exc)
-
-    async def prune(self) -> int:
-        """Delete ping results past retention in small batches, so the table never locks for long."""
-        cutoff = timezone.now() - timedelta(days=settings.PING_RETENTION_DAYS)
-        total = 0
-        while not self.shutdown.is_set():
-            deleted = await self.db(_prune_batch, cutoff, PRUNE_BATCH)
-            total += deleted
-            if deleted < PRUNE_BATCH:
-                break
-            await asyncio.sleep(0.05)
-        if total:
-            logger.info("pruned %d ping results older than %d days", total, settings.PING_RETENTION_DAYS)
-        return total
 
 
 def change_event(changes: list[checks.StatusChange]) -> dict:
@@ -269,10 +269,3 @@ def _beat(name: str, mode: str, error: str) -> None:
     now = timezone.now()
     MonitorHeartbeat.objects.update_or_create(name=name, defaults={"last_beat_at": now, "mode": mode, "error": error})
     MonitorHeartbeat.objects.filter(last_beat_at__lt=now - timedelta(days=1)).delete()
-
-
-def _prune_batch(cutoff, size: int) -> int:
-    ids = list(PingResult.objects.filter(checked_at__lt=cutoff).values_list("pk", flat=True)[:size])
-    if not ids:
-        return 0
-    return PingResult.objects.filter(pk__in=ids).delete()[0]

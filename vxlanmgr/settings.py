@@ -261,7 +261,23 @@ RETRY_INTERVAL = env_int("VXLANMGR_RETRY_INTERVAL", 10, minimum=1)
 FAILURE_THRESHOLD = env_int("VXLANMGR_FAILURE_THRESHOLD", 3, minimum=1)
 BACKOFF_MAX = env_int("VXLANMGR_BACKOFF_MAX", 3600, minimum=1)
 PING_CONCURRENCY = env_int("VXLANMGR_PING_CONCURRENCY", 1000, minimum=1, maximum=65000)
-PING_RETENTION_DAYS = env_int("VXLANMGR_PING_RETENTION_DAYS", 7, minimum=1)
+# History tiers (monitoring/history.py): raw check results, then hourly and daily buckets folded from them.
+if env_str("VXLANMGR_PING_RETENTION_DAYS"):
+    raise ImproperlyConfigured(
+        "VXLANMGR_PING_RETENTION_DAYS is retired: raw results are now folded into hourly and daily history; "
+        "use VXLANMGR_RAW_RETENTION_HOURS (default 48), VXLANMGR_HOURLY_RETENTION_DAYS (default 90) and "
+        "VXLANMGR_DAILY_RETENTION_DAYS (default 730)"
+    )
+# Raw results must outlive the uptime and chart window they serve (24 h) and the fold's settling delay.
+RAW_RETENTION_HOURS = env_int("VXLANMGR_RAW_RETENTION_HOURS", 48, minimum=25)
+# Hourly buckets back the 7- and 30-day views; daily ones the year.
+HOURLY_RETENTION_DAYS = env_int("VXLANMGR_HOURLY_RETENTION_DAYS", 90, minimum=31)
+DAILY_RETENTION_DAYS = env_int("VXLANMGR_DAILY_RETENTION_DAYS", 730, minimum=366)
+
+# Prometheus: /metrics answers an API token, or anyone from these networks without one.
+METRICS_ALLOW = env_networks("VXLANMGR_METRICS_ALLOW")
+# A series per machine (up, round trip); very large fleets may prefer only the aggregates.
+METRICS_PER_MACHINE = env_bool("VXLANMGR_METRICS_PER_MACHINE", True)
 # `make run` (the embedded default) runs the monitor inside the web process; production runs it apart.
 EMBEDDED_MONITOR = env_bool("VXLANMGR_EMBEDDED_MONITOR", EMBEDDED)
 
