@@ -14,8 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from . import receiver
 from .netns import NetNS
-from .plan import ROOT, LabError
+from .plan import RECEIVER_PORT, RECEIVER_URL, ROOT, LabError
 from .state import Proc, State, process_start_time
 
 
@@ -33,9 +34,16 @@ def manager_env(state: State) -> dict[str, str]:
         VXLANMGR_ALLOWED_HOSTS=f"127.0.0.1,localhost,[::1],{plan.manager_overlay_ip}",
         VXLANMGR_REGISTER_TOKEN=state.register_token,
         VXLANMGR_API_TOKEN=state.api_token,
+        # Alerts go to the lab's own receiver (the namespace has no route out); their links to the dashboard
+        # work in the operator's browser, through the forwarder.
+        VXLANMGR_NOTIFY_URLS=RECEIVER_URL,
+        VXLANMGR_BASE_URL=state.url.rstrip("/"),
         DJANGO_SETTINGS_MODULE="vxlanmgr.settings",
         PYTHONUNBUFFERED="1",
     )
+    # Apprise posts through `requests`, which would send even 127.0.0.1 to a proxy named in the environment.
+    for key in ("no_proxy", "NO_PROXY"):
+        env[key] = ",".join(filter(None, [env.get(key, ""), "127.0.0.1", "localhost"]))
     # Web and monitor share one process, so the in-memory channel layer carries the live updates: the
     # manager's namespace could not reach a Redis on the host's 127.0.0.1 anyway.
     if state.database_url:
@@ -113,6 +121,8 @@ def restart_manager(state: State, sig: int = signal.SIGKILL) -> float:
     """Stop the manager (SIGKILL by default: a crash) and start it again; returns the seconds it was down."""
     stopped = time.monotonic()
     stop_manager(state, sig)
+    if not (state.receiver and state.receiver.alive()):
+        start_receiver(state)
     start_manager(state)
     state.save()
     wait_for_manager(state)
@@ -124,6 +134,38 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+# ---------------------------------------------------------------------------------------------- the receiver
+
+
+def start_receiver(state: State, timeout: float = 20) -> None:
+    """lab/receiver.py on 127.0.0.1:RECEIVER_PORT in the manager's namespace, appending to state.alerts_path."""
+    log_path = state.directory / "receiver.log"
+    argv = NetNS(state.plan.manager).command(
+        sys.executable, "-m", "lab.receiver", "--port", str(RECEIVER_PORT), "--output", str(state.alerts_path),
+    )
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as log:  # fresh, so an earlier receiver's "listening" is not taken for this one's
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    state.receiver = Proc.of(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise LabError(f"the alert receiver exited at once: {log_tail(log_path, 5)}")
+        if receiver.READY in log_tail(log_path, 5):
+            return
+        time.sleep(0.05)
+    raise LabError(f"the alert receiver did not start within {timeout:.0f} s: {log_tail(log_path, 5)}")
+
+
+def stop_receiver(state: State) -> None:
+    if state.receiver:
+        state.receiver.stop()
+    state.receiver = None
 
 
 # ---------------------------------------------------------------------------------------------- the forwarder

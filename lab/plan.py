@@ -29,7 +29,13 @@ MONITOR_DEFAULTS = {
 }
 PASSED_THROUGH = (
     "VXLANMGR_PING_COUNT", "VXLANMGR_LOG_LEVEL", "VXLANMGR_TIME_ZONE", "VXLANMGR_DEBUG", "VXLANMGR_MAX_MACHINES",
+    "VXLANMGR_NOTIFY_GROUP_THRESHOLD", "VXLANMGR_NOTIFY_GROUP_WINDOW", "VXLANMGR_FLAP_LIMIT",
+    "VXLANMGR_MONITOR_STALE", "VXLANMGR_NOTIFY_MAX_AGE",
 )
+# The lab's webhook receiver (lab/receiver.py) listens on the manager namespace's loopback: web and monitor run
+# in that namespace and reach it, nothing else can. Its Apprise URL is the lab manager's VXLANMGR_NOTIFY_URLS.
+RECEIVER_PORT = 8025
+RECEIVER_URL = f"json://127.0.0.1:{RECEIVER_PORT}/alerts"
 REQUIRED_TOOLS = {
     "ip": "iproute2", "sysctl": "procps", "socat": "socat", "curl": "curl", "sh": "dash", "unshare": "util-linux",
 }

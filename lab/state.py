@@ -77,6 +77,7 @@ class State:
     admin_created: bool = False
     manager: Proc | None = None
     forwarder: Proc | None = None
+    receiver: Proc | None = None  # the webhook receiver in the manager's namespace
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # host key -> how it was failed
 
     @property
@@ -95,6 +96,11 @@ class State:
     def manager_log(self) -> Path:
         return self.directory / "manager.log"
 
+    @property
+    def alerts_path(self) -> Path:
+        """The alerts the lab's receiver got, one JSON object a line."""
+        return self.directory / "alerts.jsonl"
+
     def save(self) -> None:
         data = dataclasses.asdict(self)
         data["directory"] = str(self.directory)
@@ -112,7 +118,7 @@ def load_state(directory: Path) -> State | None:
         data = json.loads((directory / "state.json").read_text())
         data["directory"] = Path(directory)
         data["config"] = Config(**data["config"])
-        for key in ("manager", "forwarder"):
+        for key in ("manager", "forwarder", "receiver"):
             data[key] = Proc(**data[key]) if data.get(key) else None
         return State(**data)
     except (OSError, ValueError, TypeError, KeyError):

@@ -5,7 +5,9 @@ Topology with the defaults (``manage.py vxlanlab up``, root only)::
     vxlab-lab-sw    br0: the underlay switch, one veth port per namespace below
     vxlab-lab-mgr   eth0 192.168.100.1/24   vxlan100 10.100.0.1/24    manage.py serve --monitor yes, listening
                                                                        on 10.100.0.1:8000 (the hosts) and on
-                                                                       var/lab/web.sock (the operator)
+                                                                       var/lab/web.sock (the operator);
+                                                                       lab/receiver.py on 127.0.0.1:8025 takes
+                                                                       its alerts (json://)
     vxlab-lab-h1    eth0 192.168.100.11/24  vxlan100 10.100.0.11/24   docs/register-machine.sh
     ...             (h2 … h5: .12 … .15)
     root namespace  socat 127.0.0.1:8800 -> var/lab/web.sock          the dashboard in the normal browser
@@ -14,8 +16,12 @@ The VXLAN links (``type vxlan id VNI group 239.1.1.1 dev eth0``) form one overla
 added to the root namespace but the loopback forwarder: no link, no address, no route; the lab namespaces
 have connected routes only, never a default route, so nothing is routed out of the lab.
 
-The lab keeps its state (namespaces, the manager's and the forwarder's pid, the tokens, the dashboard URL) in
-``VAR_DIR/lab/state.json``; ``down`` removes everything, and cleans up by name prefix when the state is lost.
+The manager sends its alerts (VXLANMGR_NOTIFY_URLS) to the lab's webhook receiver on its namespace's loopback,
+which appends them to ``VAR_DIR/lab/alerts.jsonl`` for ``vxlanlab alerts``.
+
+The lab keeps its state (namespaces, the manager's, the receiver's and the forwarder's pid, the tokens, the
+dashboard URL) in ``VAR_DIR/lab/state.json``; ``down`` removes everything, and cleans up by name prefix when the
+state is lost.
 The manager runs on its own SQLite database under ``VAR_DIR/lab/var`` unless given a database URL.
 """
 
@@ -41,12 +47,14 @@ from .manager import (
     prepare_database,
     start_forwarder,
     start_manager,
+    start_receiver,
     wait_for_manager,
 )
 from .netns import NetNS, NetnsError
 from .plan import (
     BRIDGE,
     MULTICAST_GROUP,
+    RECEIVER_URL,
     REQUIRED_TOOLS,
     SCRIPT,
     UNDERLAY_DEV,
@@ -142,23 +150,32 @@ def register(state: State, host: Host, *script_args: str, timeout: float = 120) 
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def register_all(state: State, timeout: float = 120) -> None:
-    """Every host registers itself at the same time, as after a power cut."""
+def register_many(state: State, hosts: list[Host], timeout: float = 120) -> dict[str, tuple[int, str]]:
+    """These hosts register themselves at the same time; host key -> (exit code, output)."""
     running = []
-    for host in state.plan.hosts:
+    for host in hosts:
         argv, env = register_command(state, host)
         running.append(
             (host, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         )
-    failures = []
+    results = {}
     for host, process in running:
         try:
             out, err = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             out, err = process.communicate()
-        if process.returncode != 0:
-            failures.append(f"{host.key} ({host.overlay_ip}): exit {process.returncode}: {(err or out).strip()}")
+        results[host.key] = (process.returncode, (out + err).strip())
+    return results
+
+
+def register_all(state: State, timeout: float = 120) -> None:
+    """Every host registers itself at the same time, as after a power cut."""
+    hosts = {host.key: host for host in state.plan.hosts}
+    failures = [
+        f"{key} ({hosts[key].overlay_ip}): exit {code}: {output}"
+        for key, (code, output) in register_many(state, list(hosts.values()), timeout).items() if code != 0
+    ]
     if failures:
         raise LabError("registration failed:\n  " + "\n  ".join(failures))
 
@@ -177,11 +194,23 @@ def fail(state: State, host: Host, mode: str = "silent") -> None:
 
 def recover(state: State, host: Host) -> subprocess.CompletedProcess:
     """Undo any failure and register again, as the host's boot-time registration would."""
+    heal(state, host)
+    return register(state, host)
+
+
+def heal(state: State, host: Host) -> None:
+    """Undo any failure (the host answers again) without registering."""
     ns = NetNS(host.namespace)
     ns.sysctl("net.ipv4.icmp_echo_ignore_all", 0)
     ns.link_up(state.plan.vxlan_dev)
     state.failed.pop(host.key, None)
-    return register(state, host)
+
+
+def recover_many(state: State, hosts: list[Host]) -> dict[str, tuple[int, str]]:
+    """Bring these hosts back together and have them register at the same time, as after a rack's reboot."""
+    for host in hosts:
+        heal(state, host)
+    return register_many(state, hosts)
 
 
 def host_condition(state: State, host: Host) -> str:
@@ -257,6 +286,9 @@ def up(directory: Path, config: Config, *, database_url: str = "", say: Callable
         say(f"Creating {len(plan.namespaces)} namespaces: underlay {config.underlay}, "
             f"VXLAN {config.vni} overlay {config.overlay} …")
         build_topology(plan)
+        say(f"Starting the alert receiver in {plan.manager} ({RECEIVER_URL}) …")
+        start_receiver(state)
+        state.save()
         say("Preparing the manager's database …")
         prepare_database(state)
         state.save()
@@ -297,6 +329,9 @@ def down(directory: Path, name: str = "lab", *, say: Callable[[str], None] = pri
     if state and state.manager and state.manager.alive():
         state.manager.stop(signal.SIGTERM, timeout=8)  # let it finish its writes; the namespace goes next anyway
         removed.append(f"manager (pid {state.manager.pid})")
+    if state and state.receiver and state.receiver.alive():  # without the state, removing the namespace ends it
+        state.receiver.stop()
+        removed.append(f"alert receiver (pid {state.receiver.pid})")
     for namespace in remove_namespaces(name):
         removed.append(f"namespace {namespace}")
     if directory.is_dir():

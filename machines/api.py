@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 
-from . import queries, services
+from . import queries, services, signals
 from .http import first_rate_limit_hit, json_error, json_field_errors
 from .models import ApiToken, Machine
 from .services import MachineLimitReached, register_machine
@@ -34,8 +34,9 @@ def _too_many(seconds: int) -> JsonResponse:
     return json_error(429, _("Too many requests; retry in %(s)d s.") % {"s": seconds}, Retry_After=str(seconds))
 
 
-def _reader(request: HttpRequest) -> JsonResponse | None:
-    """None when the caller may read the inventory, else the error response to send."""
+def reader_refusal(request: HttpRequest) -> JsonResponse | None:
+    """None when the caller may read the inventory, else the error response to send. (Also the rule of
+    monitoring's read-only API.)"""
     if request.user.is_authenticated:
         if request.user.has_perm("machines.view_machine"):
             return None
@@ -123,15 +124,32 @@ def _register(request: HttpRequest, key: str) -> HttpResponse:
 
 
 def _detail(request: HttpRequest, key: str) -> HttpResponse:
-    denied = _reader(request)
+    denied = reader_refusal(request)
     if denied:
         return denied
-    if not (key.isascii() and key.isdigit()) or len(key) > 18:
-        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
-    machine = Machine.objects.filter(pk=int(key)).first()
+    machine = machine_by_id(key)
     if machine is None:
-        return json_error(404, _("No machine with id %(id)s.") % {"id": key})
-    return JsonResponse(machine.to_dict())
+        return no_such_machine(key)
+    return JsonResponse(describe(machine))
+
+
+def machine_by_id(key: str) -> Machine | None:
+    """The machine whose id is `key` (text from a URL), or None."""
+    if not (key.isascii() and key.isdigit()) or len(key) > 18:
+        return None
+    return Machine.objects.filter(pk=int(key)).first()
+
+
+def no_such_machine(key: str) -> JsonResponse:
+    return json_error(404, _("No machine with id %(id)s.") % {"id": key})
+
+
+def describe(machine: Machine) -> dict:
+    """The machine's JSON with what the layers above add to it (signals.describe_machine)."""
+    data = machine.to_dict()
+    for _receiver, extra in signals.describe_machine.send(sender=Machine, machine=machine):
+        data = (extra or {}) | data
+    return data
 
 
 def _delete(request: HttpRequest, key: str) -> HttpResponse:
@@ -165,7 +183,7 @@ def machine_item(request: HttpRequest, key: str) -> HttpResponse:
         return _detail(request, key)
     if request.method == "DELETE":
         return _delete(request, key)
-    return _method_not_allowed("GET, HEAD, PUT, DELETE")
+    return method_not_allowed("GET, HEAD, PUT, DELETE")
 
 
 def _positive_int(raw: str | None, default: int, maximum: int) -> int:
@@ -178,7 +196,7 @@ def _positive_int(raw: str | None, default: int, maximum: int) -> int:
     return int(raw)
 
 
-def _method_not_allowed(allowed: str) -> JsonResponse:
+def method_not_allowed(allowed: str) -> JsonResponse:
     response = json_error(405, _("Method not allowed."))
     response["Allow"] = allowed
     return response
@@ -187,8 +205,8 @@ def _method_not_allowed(allowed: str) -> JsonResponse:
 @csrf_exempt
 def machine_list(request: HttpRequest) -> HttpResponse:
     if request.method not in ("GET", "HEAD"):
-        return _method_not_allowed("GET, HEAD")
-    denied = _reader(request)
+        return method_not_allowed("GET, HEAD")
+    denied = reader_refusal(request)
     if denied:
         return denied
     errors: dict[str, list[str]] = {}

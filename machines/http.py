@@ -11,6 +11,7 @@ from django.conf import settings
 from django.core.cache import caches
 from django.core.cache.backends.redis import RedisCache
 from django.http import HttpRequest, JsonResponse
+from django_guid import get_guid
 from django_ratelimit.core import get_usage
 
 logger = logging.getLogger("vxlanmgr.http")
@@ -33,15 +34,22 @@ return 0
 _scripts: "weakref.WeakKeyDictionary[object, object]" = weakref.WeakKeyDictionary()
 
 
+def _with_request_id(body: dict) -> dict:
+    # The id of the request being answered (django-guid's, set by vxlanmgr.request_id), so a caller can quote it
+    # and an operator find its log lines.
+    request_id = get_guid()
+    return body | {"request_id": request_id} if request_id else body
+
+
 def json_error(status: int, message: str, **headers: str) -> JsonResponse:
-    response = JsonResponse({"error": message}, status=status)
+    response = JsonResponse(_with_request_id({"error": message}), status=status)
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
 
 
 def json_field_errors(errors: dict[str, list[str]], status: int = 400) -> JsonResponse:
-    return JsonResponse({"errors": errors}, status=status)
+    return JsonResponse(_with_request_id({"errors": errors}), status=status)
 
 
 def rate_limited(request: HttpRequest, group: str, rate: str, key: str) -> int | None:

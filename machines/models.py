@@ -100,7 +100,7 @@ class MachineEvent(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.kind} {self.hostname} ({self.ip_address})"
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_kind_display()} {self.hostname} ({self.ip_address})"
 
     @classmethod
     def snapshot(cls, machine: Machine, kind: str, detail: str = "") -> "MachineEvent":

@@ -1,6 +1,6 @@
 """Reading machines: the one filter and ordering used by the dashboard and the API alike."""
 
-from django.db.models import Case, Count, IntegerField, Q, QuerySet, Value, When
+from django.db.models import Case, Count, F, IntegerField, Q, QuerySet, Value, When
 
 from .models import Machine
 
@@ -31,13 +31,23 @@ def problems_first(machines: QuerySet[Machine]) -> QuerySet[Machine]:
     return machines.annotate(status_rank=_STATUS_RANK).order_by("status_rank", "hostname", "ip_address")
 
 
+# The other orders the dashboard offers (?sort=): by 30-day uptime, worst or best first; never measured last.
+UPTIME_SORTS = {
+    "uptime": F("uptime_30d").asc(nulls_last=True),
+    "-uptime": F("uptime_30d").desc(nulls_last=True),
+}
+
+
+def by_uptime(machines: QuerySet[Machine], sort: str) -> QuerySet[Machine]:
+    return machines.order_by(UPTIME_SORTS[sort], "hostname", "ip_address")
+
+
 def status_counts() -> dict[str, int]:
     counts = {status: 0 for status in Machine.Status.values}
     for row in Machine.objects.values("status").annotate(n=Count("id")).order_by():
         counts[row["status"]] = row["n"]
     counts["total"] = sum(counts[status] for status in Machine.Status.values)
     return counts
-
 
 
 def problems_first_slice(counts: dict[str, int], start: int, size: int, status: str = "", fields=()) -> list[Machine]:

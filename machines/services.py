@@ -1,6 +1,7 @@
 """Every write to the inventory goes through here, so logging and the signals that scheduling and live pushes
 hang on can never be skipped. The monitor's own writes (check results) are in monitoring.checks."""
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,6 +12,10 @@ from django.utils import timezone
 from . import signals
 from .models import Machine, MachineEvent
 from .validation import Registration
+
+# Lines written while a request is handled carry its request id (vxlanmgr.request_id); each names the machine by
+# id and address, which is how the monitor's lines name it too.
+logger = logging.getLogger("vxlanmgr.inventory")
 
 # Any constant works; it only has to be the same for every process creating machines.
 _CREATE_LOCK_KEY = 0x7678_6C61
@@ -122,6 +127,9 @@ def register_machine(data: Registration) -> RegisterResult:
                     _apply_update(machine, data, now)
                     created = False
                 signals.machines_changed.send(Machine, changed=[machine.pk], created=created)
+            if created:
+                logger.info("registered %s %s as machine %d", machine.hostname, machine.ip_address, machine.pk,
+                            extra=_about(machine))
             return RegisterResult(machine, created)
         except IntegrityError as exc:
             # Another request created this IP between our read and our insert: update that row instead. Any
@@ -140,6 +148,11 @@ def _is_address_taken(exc: IntegrityError) -> bool:
     return "UNIQUE constraint failed" in str(exc) and "ip_address" in str(exc)
 
 
+def _about(machine: Machine) -> dict:
+    """The fields of a log line about this machine."""
+    return {"machine_id": machine.pk, "machine_ip": machine.ip_address, "hostname": machine.hostname}
+
+
 def _apply_update(machine: Machine, data: Registration, now: datetime) -> None:
     if machine.mac_address != data.mac_address:
         MachineEvent.snapshot(
@@ -147,6 +160,11 @@ def _apply_update(machine: Machine, data: Registration, now: datetime) -> None:
             MachineEvent.Kind.MAC_CHANGED,
             f"MAC address changed from {machine.mac_address} to {data.mac_address}; check for an address conflict.",
         ).save()
+        logger.warning(
+            "machine %d %s: MAC address changed from %s to %s; check for an address conflict", machine.pk,
+            machine.ip_address, machine.mac_address, data.mac_address, extra=_about(machine),
+        )
+    changed = (machine.hostname, machine.vni, machine.extra_data) != (data.hostname, data.vni, data.extra_data)
     machine.hostname = data.hostname
     machine.mac_address = data.mac_address
     machine.vni = data.vni
@@ -154,6 +172,10 @@ def _apply_update(machine: Machine, data: Registration, now: datetime) -> None:
     machine.last_registered_at = now
     signals.machine_reregistered.send(Machine, machine=machine, now=now)
     machine.save()
+    # Hosts re-register every few minutes: only a change, or a return from unreachable, is worth a line at INFO.
+    level = logging.INFO if changed or machine.status == Machine.Status.UNREACHABLE else logging.DEBUG
+    logger.log(level, "re-registered %s %s (machine %d, %s%s)", machine.hostname, machine.ip_address, machine.pk,
+               machine.status, ", details changed" if changed else "", extra=_about(machine))
 
 
 def delete_machine(pk: int, actor: str, force: bool = False) -> MachineEvent:
@@ -177,4 +199,6 @@ def delete_machine(pk: int, actor: str, force: bool = False) -> MachineEvent:
         entry.save()
         machine.delete()
         signals.machines_changed.send(Machine, deleted=[pk])
+    logger.info("deleted %s %s (machine %d, %s) by %s", machine.hostname, machine.ip_address, pk, machine.status,
+                entry.actor, extra=_about(machine) | {"machine_id": pk})
     return entry

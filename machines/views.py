@@ -19,7 +19,7 @@ from .validation import address_refusal
 
 RECENT_LOG = 50
 # What a dashboard row shows (templates/machines/_rows.html): the page reads no more of each machine.
-ROW_FIELDS = ("hostname", "ip_address", "mac_address", "vni", "status", "last_seen_at", "registered_at")
+ROW_FIELDS = ("hostname", "ip_address", "mac_address", "vni", "status", "last_seen_at", "registered_at", "uptime_30d")
 
 
 def _partial_or_page(request: HttpRequest, page: str, partial: str, context: dict, status: int = 200) -> HttpResponse:
@@ -32,15 +32,28 @@ def _filters(request: HttpRequest) -> dict:
     status = request.GET.get("status", "")
     if status not in Machine.Status.values:
         status = ""
-    return {"status": status, "q": request.GET.get("q", "").strip()[: queries.MAX_QUERY_LENGTH]}
+    sort = request.GET.get("sort", "")
+    if sort not in queries.UPTIME_SORTS:
+        sort = ""  # problems first
+    return {"status": status, "q": request.GET.get("q", "").strip()[: queries.MAX_QUERY_LENGTH], "sort": sort}
+
+
+def _list_url(filters: dict, **changes) -> str:
+    params = {key: value for key, value in (filters | changes).items() if value}
+    return reverse("machines-dashboard") + ("?" + urlencode(params) if params else "")
 
 
 def _page_url(filters: dict, number: int | None) -> str:
-    if number is None:
-        return ""
-    params = {key: value for key, value in filters.items() if value}
-    params["page"] = number
-    return reverse("machines-dashboard") + "?" + urlencode(params)
+    return "" if number is None else _list_url(filters, page=number)
+
+
+def _sort_urls(filters: dict) -> dict:
+    """Where the sortable headings lead, from the first page: status back to problems first, uptime worst
+    first, or best first when it is worst first already."""
+    return {
+        "status": _list_url(filters, sort=""),
+        "uptime": _list_url(filters, sort="-uptime" if filters["sort"] == "uptime" else "uptime"),
+    }
 
 
 VIEW, DELETE = "machines.view_machine", "machines.delete_machine"
@@ -71,10 +84,16 @@ def _login_required(permission: str = VIEW):
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
     filters = _filters(request)
-    machines = queries.problems_first(queries.search(**filters)).only(*ROW_FIELDS)
+    machines = queries.search(filters["status"], filters["q"])
+    if filters["sort"]:
+        machines = queries.by_uptime(machines, filters["sort"])
+    else:
+        machines = queries.problems_first(machines)
     counts = queries.status_counts()
-    paginator = Paginator(machines, queries.PAGE_SIZE)
-    if filters["q"]:
+    paginator = Paginator(machines.only(*ROW_FIELDS), queries.PAGE_SIZE)
+    if filters["q"] or filters["sort"]:
+        if not filters["q"]:
+            paginator.count = counts[filters["status"] or "total"]
         page = paginator.get_page(request.GET.get("page"))
         shown = list(page.object_list)
     else:
@@ -95,6 +114,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "can_delete": request.user.has_perm(DELETE),
         "previous_url": _page_url(filters, page.previous_page_number() if page.has_previous() else None),
         "next_url": _page_url(filters, page.next_page_number() if page.has_next() else None),
+        "sort_urls": _sort_urls(filters),
     }
     return _partial_or_page(request, "machines/dashboard.html", "machines/_list.html", context)
 

@@ -12,10 +12,14 @@ class MonitoringConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from machines import signals
+        from machines.models import MachineEvent
 
         from . import receivers, sessions
+        from .alerts import outbox
 
         signals.machine_reregistered.connect(receivers.check_rebooted_machine_now, dispatch_uid="monitoring-reboot")
         signals.machines_changed.connect(receivers.push_to_dashboards, dispatch_uid="monitoring-push")
+        signals.describe_machine.connect(receivers.describe_uptime, dispatch_uid="monitoring-uptime")
+        post_save.connect(outbox.log_entry_saved, sender=MachineEvent, dispatch_uid="monitoring-alerts")
         user_logged_out.connect(sessions.end_session_sockets, dispatch_uid="monitoring-logout")
         post_save.connect(sessions.recheck_user_sockets, sender=get_user_model(), dispatch_uid="monitoring-password")

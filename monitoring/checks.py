@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from machines.models import Machine, MachineEvent
 
-from .models import PingResult
+from .alerts import outbox
+from .models import Notification, PingResult
 from .rules import Decision, Outcome, Policy, State, decide
 
 
@@ -82,7 +83,7 @@ def record_checks(token: str, records: Iterable[CheckRecord], now: datetime | No
     changed: list[StatusChange] = []
     with transaction.atomic():
         machines = list(Machine.objects.select_for_update().filter(pk__in=list(by_id), claim_token=token))
-        pings, logs = [], []
+        pings, logs, alerts = [], [], []
         for machine in machines:
             record = by_id[machine.pk]
             decision = decide(state_of(machine), record.outcome, rules, now)
@@ -92,6 +93,7 @@ def record_checks(token: str, records: Iterable[CheckRecord], now: datetime | No
             if decision.event:
                 detail = _event_detail(machine, decision, record.outcome)
                 logs.append(MachineEvent.snapshot(machine, decision.event, detail))
+                alerts.append((outbox.Subject.of(machine), decision.event, detail))
             _apply_decision(machine, decision, record.outcome, now)
             pings.append(
                 PingResult(
@@ -105,6 +107,8 @@ def record_checks(token: str, records: Iterable[CheckRecord], now: datetime | No
             )
         _write_check_fields(machines)
         PingResult.objects.bulk_create(pings, batch_size=1000)
+        # The alerts commit with the status changes and log entries that cause them, or not at all.
+        Notification.objects.bulk_create(outbox.state_changes(alerts, now))
         MachineEvent.objects.bulk_create(logs)
     return changed
 

@@ -9,6 +9,8 @@ from channels.db import aclose_old_connections, database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import translation
+from django_guid import set_guid
+from django_guid.utils import generate_guid
 
 from . import broadcast, sessions
 from .fragments import MAX_VISIBLE, View, render_for
@@ -44,6 +46,9 @@ class DashboardConsumer(AsyncWebsocketConsumer):
     signed_out = False
 
     async def connect(self):
+        # Every line written for this connection, now or at any later event, carries its request id: the one
+        # vxlanmgr.request_id chose for the handshake, or a new one when the consumer runs without it.
+        set_guid(self.scope.get("request_id") or generate_guid())
         user = self.scope.get("user")
         session = self.scope.get("session")
         if user is None or not user.is_authenticated or session is None or not session.session_key:
@@ -63,11 +68,13 @@ class DashboardConsumer(AsyncWebsocketConsumer):
         self.groups = [*self.groups, *own]
         self.watch = asyncio.create_task(self._watch_session())
         await self.accept()
+        logger.debug("dashboard socket opened for user %s", user.pk, extra={"user_id": user.pk})
 
     async def disconnect(self, code):
         watch = getattr(self, "watch", None)
         if watch:
             watch.cancel()
+        logger.debug("dashboard socket closed (code %s)", code)
 
     async def receive(self, text_data=None, bytes_data=None):
         # The page says which machines it shows, so pushes never target rows it does not have.
@@ -112,6 +119,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
 
     async def _sign_out(self) -> None:
         # Until the client's close handshake ends the consumer, group messages still arrive: none may pass.
+        logger.debug("dashboard socket closed: its sign-in ended")
         self.signed_out = True
         for group in self.groups:
             await self.channel_layer.group_discard(group, self.channel_name)

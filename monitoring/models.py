@@ -100,3 +100,148 @@ class MonitorHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+# -- alerts ---------------------------------------------------------------------------------------------------
+
+
+class AlertKind(models.TextChoices):
+    UNREACHABLE = "unreachable", _("Became unreachable")
+    RECOVERED = "recovered", _("Recovered")
+    DELETED = "deleted", _("Deleted")
+    MAC_CHANGED = "mac_changed", _("MAC address changed")
+    MONITOR_DOWN = "monitor_down", _("No monitor running")
+    MONITOR_BACK = "monitor_back", _("Monitor running again")
+    FLAPPING = "flapping", _("Flapping")
+    STABLE = "stable", _("Stable again")
+    STILL_UNREACHABLE = "still_unreachable", _("Still unreachable after a silence")
+
+
+class Channel(models.Model):
+    """Where alerts go: one Apprise URL (e-mail, Slack, a webhook, …). The URL holds credentials: it is shown
+    masked once saved and never logged."""
+
+    class Language(models.TextChoices):
+        ENGLISH = "en", "English"
+        JAPANESE = "ja", "日本語"
+
+    name = models.CharField(_("name"), max_length=100)
+    url = models.TextField(_("Apprise URL"))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    events = models.JSONField(
+        _("events"), default=list, blank=True, help_text=_("Event kinds sent to this channel; empty sends all."),
+    )
+    vnis = models.JSONField(
+        _("VNIs"), default=list, blank=True, help_text=_("Only machines on these VNIs; empty sends all."),
+    )
+    language = models.CharField(_("language"), max_length=2, choices=Language.choices, default=Language.ENGLISH)
+    from_environment = models.CharField(
+        _("seeded from"), max_length=64, blank=True, editable=False,
+        help_text=_("Set from VXLANMGR_NOTIFY_URLS at start-up; changing the variable updates or removes it."),
+    )
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("alert channel")
+        verbose_name_plural = _("alert channels")
+
+    def __str__(self) -> str:
+        return self.name
+
+    def wants(self, kind: str, vni: int | None) -> bool:
+        if not self.enabled or (self.events and kind not in self.events):
+            return False
+        return not self.vnis or vni is None or vni in self.vnis
+
+
+class Notification(models.Model):
+    """The outbox: one alert for one channel, written in the transaction of the change that causes it and
+    delivered afterwards by a worker that claims rows the way monitors claim machines."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Could not be delivered")
+
+    channel = models.ForeignKey(Channel, on_delete=models.CASCADE, related_name="notifications",
+                                verbose_name=_("channel"))
+    kind = models.CharField(_("event"), max_length=20, choices=AlertKind.choices)
+    machine = models.ForeignKey(Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                verbose_name=_("machine"))
+    # A snapshot, so the message still names a machine deleted meanwhile.
+    hostname = models.CharField(_("host name"), max_length=253, blank=True)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    vni = models.PositiveIntegerField(_("VNI"), null=True, blank=True)
+    detail = models.TextField(_("detail"), blank=True)
+    occurred_at = models.DateTimeField(_("happened"), default=timezone.now)
+    state = models.CharField(_("state"), max_length=8, choices=State.choices, default=State.PENDING)
+    next_attempt_at = models.DateTimeField(_("next attempt"), default=timezone.now)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True, editable=False)
+    claim_token = models.CharField(max_length=32, blank=True, editable=False)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.hostname or ''} → {self.channel_id} ({self.state})"
+
+
+class Silence(models.Model):
+    """A maintenance window: no alerts for one machine, one VNI, or everything (neither set) until `ends_at`.
+    States and the log still change meanwhile."""
+
+    machine = models.ForeignKey(Machine, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
+                                verbose_name=_("machine"))
+    vni = models.PositiveIntegerField(_("VNI"), null=True, blank=True)
+    starts_at = models.DateTimeField(_("starts"), default=timezone.now)
+    ends_at = models.DateTimeField(_("ends"))
+    reason = models.CharField(_("reason"), max_length=500)
+    created_by = models.CharField(_("by"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    # Set once the end has been handled: what is still unreachable was announced.
+    concluded_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        verbose_name = _("silence")
+        verbose_name_plural = _("silences")
+        indexes = [models.Index(fields=["ends_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.reason} (until {self.ends_at:%Y-%m-%d %H:%M})"
+
+    def covers(self, machine_id: int | None, vni: int | None, at=None) -> bool:
+        at = at or timezone.now()
+        if not self.starts_at <= at < self.ends_at:
+            return False
+        if self.machine_id is not None:
+            return self.machine_id == machine_id
+        if self.vni is not None:
+            return self.vni == vni
+        return True
+
+
+class FlapState(models.Model):
+    """A machine announced as flapping: its alerts stay quiet until it has been stable for a while."""
+
+    machine = models.OneToOneField(Machine, on_delete=models.CASCADE, related_name="+", primary_key=True)
+    since = models.DateTimeField(default=timezone.now)
+    last_change_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.machine_id} flapping since {self.since:%Y-%m-%d %H:%M}"
+
+
+class Watch(models.Model):
+    """A state the web processes share, changed under a row lock so only one of them alerts on it
+    (e.g. "monitor_down")."""
+
+    name = models.CharField(max_length=32, unique=True)
+    active_since = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'since ' + str(self.active_since) if self.active_since else 'clear'}"

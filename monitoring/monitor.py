@@ -23,6 +23,7 @@ from machines.validation import address_refusal
 
 from . import broadcast, checks, history, uptime
 from .icmp import Pinger, PingerUnavailable
+from .metrics import CheckCounters
 from .models import MonitorHeartbeat
 from .rules import Outcome
 
@@ -53,6 +54,8 @@ class Monitor:
         self.in_flight = 0
         self.db_down_since: float | None = None
         self.stats = {"checks": 0, "changes": 0, "lag": 0.0}
+        # For /metrics, which reads them from the heartbeat.
+        self.counters = CheckCounters()
         self.mode = ""
         self.error = ""
 
@@ -152,6 +155,7 @@ class Monitor:
         now = timezone.now()
         machines = await self.db(checks.claim_due, self.token, capacity, lease, now)
         if not machines:
+            self.counters.caught_up()
             return False
         # An address the policy refuses (VXLANMGR_ALLOWED_PREFIXES changed since it registered) is never
         # pinged: it keeps its status and comes up again an interval later; its page says why.
@@ -161,7 +165,9 @@ class Monitor:
             machines = [machine for machine in machines if machine.pk not in refused]
             if not machines:
                 return True
-        self.stats["lag"] = max(self.stats["lag"], (now - min(m.next_check_at for m in machines)).total_seconds())
+        lag = (now - min(m.next_check_at for m in machines)).total_seconds()
+        self.stats["lag"] = max(self.stats["lag"], lag)
+        self.counters.claimed(lag)
         self.in_flight += len(machines)
         task = asyncio.create_task(self.check(machines))
         self.batches.add(task)
@@ -170,6 +176,12 @@ class Monitor:
 
     async def check(self, machines: list[Machine]) -> None:
         """Ping one claimed batch and record it. Dead hosts only hold up their own batch."""
+        # A round is one batch: its lines carry its id, and those about one machine its id and address too.
+        round_id = uuid.uuid4().hex[:12]
+        debug = logger.isEnabledFor(logging.DEBUG)
+        if debug:
+            logger.debug("round %s: pinging %d machines", round_id, len(machines),
+                         extra={"round": round_id, "machine_ids": [machine.pk for machine in machines]})
         try:
             results = await self.pinger.ping_batch(
                 [machine.ip_address for machine in machines], settings.PING_COUNT, settings.PING_TIMEOUT
@@ -179,6 +191,13 @@ class Monitor:
                 result = results[machine.ip_address]
                 outcome = Outcome(ok=result.ok, rtt_ms=result.rtt_ms, failure=result.failure or "")
                 records.append(checks.CheckRecord(machine.pk, outcome, result.loss))
+                if debug:
+                    logger.debug(
+                        "round %s: machine %d %s: %s", round_id, machine.pk, machine.ip_address,
+                        result.failure or f"answered in {result.rtt_ms} ms",
+                        extra=_about(round_id, machine) | {"ok": result.ok, "rtt_ms": result.rtt_ms,
+                                                           "failure": result.failure or None, "loss": result.loss},
+                    )
             try:
                 changes = await self.db(checks.record_checks, self.token, records)
             except DatabaseError as exc:
@@ -187,16 +206,20 @@ class Monitor:
                 return
             self.stats["checks"] += len(records)
             self.stats["changes"] += len(changes)
+            for record in records:
+                self.counters.observe(record.outcome)
             for change in changes:
                 machine = change.machine
                 logger.info(
-                    "%s %s (%s): %s -> %s", machine.hostname, machine.ip_address, change.decision.event or "status",
-                    change.previous, change.decision.state.status,
+                    "%s %s (%s): %s -> %s (machine %d, round %s)", machine.hostname, machine.ip_address,
+                    change.decision.event or "status", change.previous, change.decision.state.status, machine.pk,
+                    round_id, extra=_about(round_id, machine) | {"status": change.decision.state.status},
                 )
             if changes:
                 await broadcast.push(change_event(changes))
         except Exception:
-            logger.exception("a check batch of %d machines failed", len(machines))
+            logger.exception("round %s: a check batch of %d machines failed", round_id, len(machines),
+                             extra={"round": round_id, "machine_ids": [machine.pk for machine in machines]})
         finally:
             self.in_flight -= len(machines)
 
@@ -228,6 +251,9 @@ class Monitor:
             except DatabaseError as exc:
                 self._db_failed(exc)
                 done = None
+            except Exception:
+                logger.exception("history: a fold or prune step failed; retrying later")
+                done = None
             await self._sleep(0.01 if done else HISTORY_IDLE)
 
     async def _summary(self, elapsed: float, checks: int) -> None:
@@ -243,9 +269,14 @@ class Monitor:
 
     async def _beat_safely(self) -> None:
         try:
-            await self.db(_beat, self.name, self.mode, self.error)
+            await self.db(_beat, self.name, self.mode, self.error, self.counters.snapshot())
         except DatabaseError as exc:
             self._db_failed(exc)
+
+
+def _about(round_id: str, machine: Machine) -> dict:
+    """The fields of a log line about one machine in one round."""
+    return {"round": round_id, "machine_id": machine.pk, "machine_ip": machine.ip_address}
 
 
 def change_event(changes: list[checks.StatusChange]) -> dict:
@@ -265,7 +296,9 @@ def use_one_persistent_connection() -> None:
         settings_dict["CONN_MAX_AGE"] = 600
 
 
-def _beat(name: str, mode: str, error: str) -> None:
+def _beat(name: str, mode: str, error: str, counters: dict) -> None:
     now = timezone.now()
-    MonitorHeartbeat.objects.update_or_create(name=name, defaults={"last_beat_at": now, "mode": mode, "error": error})
+    MonitorHeartbeat.objects.update_or_create(
+        name=name, defaults={"last_beat_at": now, "mode": mode, "error": error, "counters": counters}
+    )
     MonitorHeartbeat.objects.filter(last_beat_at__lt=now - timedelta(days=1)).delete()

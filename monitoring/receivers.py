@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from . import broadcast
+from . import broadcast, uptime
 from .checks import policy, state_of
 from .rules import after_reregistration
 
@@ -20,3 +20,7 @@ def check_rebooted_machine_now(sender, machine, now, **kwargs) -> None:
 
 def push_to_dashboards(sender, changed=(), deleted=(), created=False, **kwargs) -> None:
     broadcast.push_after_commit(broadcast.event(changed=changed, deleted=deleted, created=created))
+
+
+def describe_uptime(sender, machine, **kwargs) -> dict:
+    return {"uptime": uptime.uptime(machine)}

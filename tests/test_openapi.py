@@ -10,6 +10,7 @@ import ipaddress
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -26,10 +27,14 @@ from openapi_spec_validator import validate as validate_spec
 
 from machines.models import ApiToken, Machine
 from machines.tokens import create_token
+from monitoring.models import DailyBucket, HourlyBucket, PingResult, Silence
 
 SPEC_PATH = django_settings.BASE_DIR / "docs" / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 ITEM = "/api/machines/{key}"
+HISTORY = "/api/machines/{key}/history"
+SILENCES = "/api/silences"
+SILENCE = "/api/silences/{key}"
 LIST = "/api/machines"
 HEALTH = "/health"
 SOURCE = "127.0.0.1"  # REMOTE_ADDR of Django's test client
@@ -104,6 +109,12 @@ class Ctx:
     def get(self, path: str, token: str | None = None, **params):
         headers = self.bearer(token) if token else {}
         return self.client.get(path, params, **headers)
+
+    def send(self, method: str, path: str, token: str | None, body: Any = None,
+             content_type: str = "application/json"):
+        headers = self.bearer(token) if token else {}
+        data = body if body is None or isinstance(body, str | bytes) else json.dumps(body)
+        return getattr(self.client, method)(path, data=data, content_type=content_type, **headers)
 
 
 @dataclass(frozen=True)
@@ -274,6 +285,15 @@ def get_item_with_session(ctx: Ctx):
     return ctx.get(f"/api/machines/{machine.pk}")
 
 
+@scenario(ITEM, "get", 200)
+def get_item_with_uptime(ctx: Ctx):
+    machine = ctx.make_machine(status=Machine.Status.ACTIVE)
+    now = timezone.now()
+    for minutes, ok in [(50, False), (30, True), (10, True)]:
+        _ping(machine, now - timedelta(minutes=minutes), ok)
+    return ctx.get(f"/api/machines/{machine.pk}", ctx.api_token)
+
+
 @scenario(ITEM, "get", 401)
 def get_item_without_credentials(ctx: Ctx):
     return ctx.get(f"/api/machines/{ctx.make_machine().pk}")
@@ -341,6 +361,24 @@ def delete_active_machine(ctx: Ctx):
 # GET /api/machines
 
 
+DOCS_YAML, DOCS_JSON, DOCS_PAGE = "/api/openapi.yaml", "/api/openapi.json", "/api/docs"
+
+
+@scenario(DOCS_YAML, "get", 200)
+def openapi_document_as_yaml(ctx: Ctx):
+    return ctx.get(DOCS_YAML)
+
+
+@scenario(DOCS_JSON, "get", 200)
+def openapi_document_as_json(ctx: Ctx):
+    return ctx.get(DOCS_JSON)
+
+
+@scenario(DOCS_PAGE, "get", 200)
+def api_docs_page(ctx: Ctx):
+    return ctx.get(DOCS_PAGE)
+
+
 @scenario(LIST, "get", 200)
 def list_with_api_token(ctx: Ctx):
     ctx.make_machine(status=Machine.Status.UNREACHABLE, last_seen_at=timezone.now())
@@ -385,6 +423,292 @@ def list_with_unknown_token(ctx: Ctx):
 @scenario(LIST, "get", 403)
 def list_with_register_token(ctx: Ctx):
     return ctx.get(LIST, ctx.register_token)
+
+
+# GET /api/machines/{key}/history
+
+
+def _ping(machine: Machine, at, ok: bool) -> None:
+    PingResult.objects.create(machine=machine, checked_at=at, ok=ok, rtt_ms=0.5 if ok else None,
+                              loss=0.0 if ok else 1.0, failure="" if ok else "unreachable")
+
+
+@scenario(HISTORY, "get", 200)
+def history_raw_with_api_token(ctx: Ctx):
+    machine = ctx.make_machine(status=Machine.Status.ACTIVE)
+    now = timezone.now()
+    _ping(machine, now - timedelta(minutes=2), False)
+    _ping(machine, now - timedelta(minutes=1), True)
+    return ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token, resolution="raw")
+
+
+@scenario(HISTORY, "get", 200)
+def history_hours_with_session(ctx: Ctx):
+    machine = ctx.make_machine()
+    start = timezone.now().replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    HourlyBucket.objects.create(machine=machine, start=start, checks=60, answered=58, loss_sum=2.0, rtt_min=0.2,
+                                rtt_sum=29.0, rtt_max=3.1, unreachable_seconds=0)
+    HourlyBucket.objects.create(machine=machine, start=start + timedelta(hours=1), checks=3, answered=0,
+                                loss_sum=3.0, unreachable_seconds=3600)
+    ctx.login()
+    return ctx.get(f"/api/machines/{machine.pk}/history")
+
+
+@scenario(HISTORY, "get", 200)
+def history_days_in_a_range(ctx: Ctx):
+    machine = ctx.make_machine()
+    for day in (1, 2):
+        DailyBucket.objects.create(machine=machine, start=f"2026-03-0{day}T00:00:00Z", checks=1440, answered=1440,
+                                   loss_sum=0.0, rtt_min=0.1, rtt_sum=288.0, rtt_max=1.0)
+    return ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token, resolution="day",
+                   since="2026-03-01T09:00:00+09:00", until="2026-04-01T00:00:00Z")
+
+
+@scenario(HISTORY, "get", 400)
+def history_bad_query(ctx: Ctx):
+    machine = ctx.make_machine()
+    return ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token, resolution="minute", since="yesterday")
+
+
+@scenario(HISTORY, "get", 400)
+def history_range_too_long(ctx: Ctx):
+    machine = ctx.make_machine()
+    return ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token, resolution="raw",
+                   since="2026-03-01T00:00:00Z", until="2026-03-04T00:00:00Z")
+
+
+@scenario(HISTORY, "get", 400)
+def history_range_backwards(ctx: Ctx):
+    machine = ctx.make_machine()
+    return ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token,
+                   since="2026-03-04T00:00:00Z", until="2026-03-01T00:00:00Z")
+
+
+@scenario(HISTORY, "get", 401)
+def history_without_credentials(ctx: Ctx):
+    return ctx.get(f"/api/machines/{ctx.make_machine().pk}/history")
+
+
+@scenario(HISTORY, "get", 403)
+def history_with_register_token(ctx: Ctx):
+    return ctx.get(f"/api/machines/{ctx.make_machine().pk}/history", ctx.register_token)
+
+
+@scenario(HISTORY, "get", 404)
+def history_unknown_id(ctx: Ctx):
+    return ctx.get("/api/machines/999999/history", ctx.api_token)
+
+
+# /api/silences and /api/silences/{key}
+
+
+def _silence(ends_in: timedelta = timedelta(hours=1), **fields) -> Silence:
+    return Silence.objects.create(ends_at=timezone.now() + ends_in, reason=fields.pop("reason", "maintenance"),
+                                  **fields)
+
+
+def _soon(hours: float = 2) -> str:
+    return (timezone.now() + timedelta(hours=hours)).replace(microsecond=0).isoformat()
+
+
+@scenario(SILENCES, "get", 200)
+def silences_active_with_api_token(ctx: Ctx):
+    _silence(machine=ctx.make_machine(), created_by="alice")
+    _silence(timedelta(days=3), vni=4242)
+    _silence(timedelta(minutes=5))
+    _silence(timedelta(hours=-1))
+    return ctx.get(SILENCES, ctx.api_token)
+
+
+@scenario(SILENCES, "get", 200)
+def silences_all_with_session(ctx: Ctx):
+    _silence(timedelta(hours=-1), reason="over")
+    ctx.login()
+    return ctx.get(SILENCES, all="1")
+
+
+@scenario(SILENCES, "get", 200)
+def silences_none(ctx: Ctx):
+    return ctx.get(SILENCES, ctx.api_token, all="false")
+
+
+@scenario(SILENCES, "get", 400)
+def silences_bad_all(ctx: Ctx):
+    return ctx.get(SILENCES, ctx.api_token, all="maybe")
+
+
+@scenario(SILENCES, "get", 401)
+def silences_without_credentials(ctx: Ctx):
+    return ctx.get(SILENCES)
+
+
+@scenario(SILENCES, "get", 403)
+def silences_with_register_token(ctx: Ctx):
+    return ctx.get(SILENCES, ctx.register_token)
+
+
+@scenario(SILENCES, "post", 201)
+def silence_a_machine_for_a_duration(ctx: Ctx):
+    machine = ctx.make_machine()
+    return ctx.send("post", SILENCES, ctx.api_token, {"machine": machine.pk, "duration": 7200, "reason": "CHG-1"})
+
+
+@scenario(SILENCES, "post", 201)
+def silence_a_vni_until(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token,
+                    {"vni": 100, "machine": None, "ends_at": _soon(), "reason": "switch firmware"})
+
+
+@scenario(SILENCES, "post", 201)
+def silence_everything(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token, {"duration": 60, "reason": "moving the manager"})
+
+
+@scenario(SILENCES, "post", 400)
+def silence_every_field_bad(ctx: Ctx):
+    body = {"machine": 999999, "vni": 5, "ends_at": "yesterday", "duration": 0, "reason": " ", "until": "x"}
+    return ctx.send("post", SILENCES, ctx.api_token, body)
+
+
+@scenario(SILENCES, "post", 400)
+def silence_bad_values(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token, {"machine": 999999, "ends_at": "2001-01-01T00:00:00Z"})
+
+
+@scenario(SILENCES, "post", 400)
+def silence_malformed_json(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token, '{"reason": ')
+
+
+@scenario(SILENCES, "post", 401)
+def silence_without_token(ctx: Ctx):
+    return ctx.send("post", SILENCES, None, {"duration": 60, "reason": "r"})
+
+
+@scenario(SILENCES, "post", 401)
+def silence_with_session_only(ctx: Ctx):
+    ctx.login()
+    return ctx.send("post", SILENCES, None, {"duration": 60, "reason": "r"})
+
+
+@scenario(SILENCES, "post", 403)
+def silence_with_register_token(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.register_token, {"duration": 60, "reason": "r"})
+
+
+@scenario(SILENCES, "post", 413)
+def silence_body_over_16_kib(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token, {"duration": 60, "reason": "x" * 17 * 1024})
+
+
+@scenario(SILENCES, "post", 415)
+def silence_text_plain(ctx: Ctx):
+    return ctx.send("post", SILENCES, ctx.api_token, '{"duration": 60, "reason": "r"}', content_type="text/plain")
+
+
+@scenario(SILENCE, "get", 200)
+def silence_with_api_token(ctx: Ctx):
+    return ctx.get(f"/api/silences/{_silence(machine=ctx.make_machine()).pk}", ctx.api_token)
+
+
+@scenario(SILENCE, "get", 200)
+def silence_ended_with_session(ctx: Ctx):
+    silence = _silence(timedelta(minutes=-5), vni=0)
+    ctx.login()
+    return ctx.get(f"/api/silences/{silence.pk}")
+
+
+@scenario(SILENCE, "get", 401)
+def silence_get_without_credentials(ctx: Ctx):
+    return ctx.get(f"/api/silences/{_silence().pk}")
+
+
+@scenario(SILENCE, "get", 403)
+def silence_get_with_register_token(ctx: Ctx):
+    return ctx.get(f"/api/silences/{_silence().pk}", ctx.register_token)
+
+
+@scenario(SILENCE, "get", 404)
+def silence_unknown_id(ctx: Ctx):
+    return ctx.get("/api/silences/999999", ctx.api_token)
+
+
+@scenario(SILENCE, "patch", 200)
+def silence_extended(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.api_token, {"ends_at": _soon(30)})
+
+
+@scenario(SILENCE, "patch", 200)
+def silence_reworded_and_shortened(ctx: Ctx):
+    body = {"duration": 600, "reason": "took less"}
+    return ctx.send("patch", f"/api/silences/{_silence(vni=7).pk}", ctx.api_token, body)
+
+
+@scenario(SILENCE, "patch", 400)
+def silence_change_nothing(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.api_token, {})
+
+
+@scenario(SILENCE, "patch", 400)
+def silence_change_scope_and_bad_end(ctx: Ctx):
+    body = {"machine": 1, "ends_at": "2001-01-01T00:00:00Z", "duration": 60}
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.api_token, body)
+
+
+@scenario(SILENCE, "patch", 401)
+def silence_change_without_token(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", None, {"reason": "r"})
+
+
+@scenario(SILENCE, "patch", 403)
+def silence_change_with_register_token(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.register_token, {"reason": "r"})
+
+
+@scenario(SILENCE, "patch", 404)
+def silence_change_unknown_id(ctx: Ctx):
+    return ctx.send("patch", "/api/silences/999999", ctx.api_token, {"reason": "r"})
+
+
+@scenario(SILENCE, "patch", 409)
+def silence_change_after_its_end(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence(timedelta(minutes=-1)).pk}", ctx.api_token, {"duration": 60})
+
+
+@scenario(SILENCE, "patch", 413)
+def silence_change_body_over_16_kib(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.api_token, {"reason": "x" * 17 * 1024})
+
+
+@scenario(SILENCE, "patch", 415)
+def silence_change_text_plain(ctx: Ctx):
+    return ctx.send("patch", f"/api/silences/{_silence().pk}", ctx.api_token, '{"reason": "r"}',
+                    content_type="text/plain")
+
+
+@scenario(SILENCE, "delete", 200)
+def silence_ended_now(ctx: Ctx):
+    return ctx.send("delete", f"/api/silences/{_silence(machine=ctx.make_machine()).pk}", ctx.api_token)
+
+
+@scenario(SILENCE, "delete", 200)
+def silence_ended_already(ctx: Ctx):
+    return ctx.send("delete", f"/api/silences/{_silence(timedelta(hours=-2)).pk}", ctx.api_token)
+
+
+@scenario(SILENCE, "delete", 401)
+def silence_end_without_token(ctx: Ctx):
+    return ctx.send("delete", f"/api/silences/{_silence().pk}", None)
+
+
+@scenario(SILENCE, "delete", 403)
+def silence_end_with_register_token(ctx: Ctx):
+    return ctx.send("delete", f"/api/silences/{_silence().pk}", ctx.register_token)
+
+
+@scenario(SILENCE, "delete", 404)
+def silence_end_unknown_id(ctx: Ctx):
+    return ctx.send("delete", "/api/silences/999999", ctx.api_token)
 
 
 # GET /health
@@ -468,7 +792,10 @@ def test_every_documented_path_is_routed_as_documented():
 
 @pytest.mark.django_db
 @pytest.mark.parametrize(
-    ("path", "url"), [(LIST, "/api/machines"), (ITEM, "/api/machines/1")], ids=["list", "item"]
+    ("path", "url"),
+    [(LIST, "/api/machines"), (ITEM, "/api/machines/1"), (HISTORY, "/api/machines/1/history"),
+     (SILENCES, "/api/silences"), (SILENCE, "/api/silences/1")],
+    ids=["list", "item", "history", "silences", "silence"],
 )
 def test_undocumented_methods_on_api_paths_are_refused(client, api_token, make_machine, path, url):
     # A method added to the server (say DELETE) fails here until the spec documents it.
@@ -576,5 +903,114 @@ def test_an_address_the_spec_refuses_is_refused(address, ctx):
 )
 def test_list_queries_the_spec_accepts_are_answered(params, valid, ctx):
     response = ctx.get(LIST, ctx.api_token, **params)
+    assert _spec_accepts(response) is valid
+    assert response.status_code == (200 if valid else 400), response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("params", "valid"),
+    [
+        ({}, True),
+        ({"resolution": "raw"}, True),
+        ({"resolution": "day", "since": "2026-01-01T00:00:00Z", "until": "2026-03-01T00:00:00+09:00"}, True),
+        ({"until": "2026-03-01T12:34:56.789Z"}, True),
+        ({"resolution": "minute"}, False),
+        ({"resolution": "RAW"}, False),
+        ({"since": "last week"}, False),
+        ({"until": "2026-02-30T00:00:00Z"}, False),
+    ],
+)
+def test_history_queries_the_spec_accepts_are_answered(params, valid, ctx):
+    # The spec cannot say how long a range may be, nor that since comes before until: its text does.
+    machine = ctx.make_machine()
+    response = ctx.get(f"/api/machines/{machine.pk}/history", ctx.api_token, **params)
+    assert _spec_accepts(response) is valid
+    assert response.status_code == (200 if valid else 400), response.content
+
+
+# Silence bodies, as for registrations: accepted by both the spec and the server, or refused by both. (The spec
+# cannot say that a machine must exist or an end lie ahead: those are in its text.)
+
+VALID_SILENCES = {
+    "duration": {"duration": 60, "reason": "r"},
+    "ends_at_utc": {"ends_at": "{soon}Z", "reason": "CHG-1"},
+    "ends_at_offset": {"ends_at": "{soon_tokyo}.5+09:00", "reason": " padded ", "vni": 0},
+    "nulls": {"machine": None, "vni": None, "duration": 7776000, "reason": "x" * 500},
+    "vni": {"machine": None, "vni": 2**24 - 1, "duration": 1, "reason": "日本語"},
+}
+INVALID_SILENCES = {
+    "not_an_object": [{"duration": 60, "reason": "r"}],
+    "no_reason": {"duration": 60},
+    "blank_reason": {"duration": 60, "reason": " \t"},
+    "long_reason": {"duration": 60, "reason": "x" * 501},
+    "nul_reason": {"duration": 60, "reason": "a\x00b"},
+    "no_end": {"reason": "r"},
+    "both_ends": {"duration": 60, "ends_at": "{soon}Z", "reason": "r"},
+    "null_end": {"ends_at": None, "reason": "r"},
+    "no_seconds": {"ends_at": "{soon_minutes}Z", "reason": "r"},
+    "no_offset": {"ends_at": "{soon}", "reason": "r"},
+    "space_separated": {"ends_at": "{soon_space}Z", "reason": "r"},
+    "duration_zero": {"duration": 0, "reason": "r"},
+    "duration_too_long": {"duration": 7776001, "reason": "r"},
+    "duration_string": {"duration": "60", "reason": "r"},
+    "machine_and_vni": {"machine": 1, "vni": 1, "duration": 60, "reason": "r"},
+    "machine_zero": {"machine": 0, "duration": 60, "reason": "r"},
+    "vni_too_big": {"vni": 2**24, "duration": 60, "reason": "r"},
+    "unknown_field": {"duration": 60, "reason": "r", "starts_at": "{soon}Z"},
+}
+
+
+def _silence_body(body):
+    soon = (timezone.now() + timedelta(hours=3)).replace(microsecond=0, tzinfo=None)
+    values = {"soon": soon.isoformat(), "soon_minutes": soon.isoformat(timespec="minutes"),
+              "soon_space": soon.isoformat(" "), "soon_tokyo": (soon + timedelta(hours=9)).isoformat()}
+    if isinstance(body, dict):
+        return {key: value.format(**values) if isinstance(value, str) and "{" in value else value
+                for key, value in body.items()}
+    return body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(VALID_SILENCES))
+def test_a_silence_the_spec_accepts_is_created(name, ctx):
+    response = ctx.send("post", SILENCES, ctx.api_token, _silence_body(VALID_SILENCES[name]))
+    assert _spec_accepts(response)
+    assert response.status_code == 201, response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", sorted(INVALID_SILENCES))
+def test_a_silence_the_spec_refuses_is_refused(name, ctx):
+    ctx.make_machine()
+    response = ctx.send("post", SILENCES, ctx.api_token, _silence_body(INVALID_SILENCES[name]))
+    assert not _spec_accepts(response)
+    assert response.status_code == 400, response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"reason": "r"}, True),
+        ({"duration": 60}, True),
+        ({"ends_at": "{soon}Z", "reason": "r"}, True),
+        ({}, False),
+        ({"duration": 60, "ends_at": "{soon}Z"}, False),
+        ({"vni": 5}, False),
+        ({"reason": ""}, False),
+    ],
+)
+def test_silence_changes_the_spec_accepts_are_made(body, valid, ctx):
+    silence = _silence()
+    response = ctx.send("patch", f"/api/silences/{silence.pk}", ctx.api_token, _silence_body(body))
+    assert _spec_accepts(response) is valid
+    assert response.status_code == (200 if valid else 400), response.content
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("value", "valid"), [("1", True), ("0", True), ("true", True), ("TRUE", False), ("", False)])
+def test_silence_list_queries_the_spec_accepts_are_answered(value, valid, ctx):
+    response = ctx.get(SILENCES, ctx.api_token, all=value)
     assert _spec_accepts(response) is valid
     assert response.status_code == (200 if valid else 400), response.content

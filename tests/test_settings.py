@@ -77,12 +77,40 @@ def test_trusted_proxies_are_networks(monkeypatch):
 # The settings module as a whole: a fresh process each, as a deployment starts it.
 @pytest.mark.parametrize(
     "variable,value",
-    [("VXLANMGR_TIME_ZONE", "Mars/Olympus"), ("DATABASE_URL", "nosuchdb://x"), ("VXLANMGR_LOG_LEVEL", "chatty")],
+    [
+        ("VXLANMGR_TIME_ZONE", "Mars/Olympus"),
+        ("DATABASE_URL", "nosuchdb://x"),
+        ("VXLANMGR_LOG_LEVEL", "chatty"),
+        ("VXLANMGR_LOG_FORMAT", "yaml"),
+    ],
 )
 def test_start_up_stops_on_a_bad_value_naming_it(tmp_path, variable, value):
     result = start(tmp_path, **{variable: value})
     assert result.returncode != 0
     assert variable in result.stderr.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    "variable,value",
+    [
+        ("VXLANMGR_RAW_RETENTION_HOURS", "24"),  # shorter than the 24 h the charts and uptime read raw
+        ("VXLANMGR_BASE_URL", "vxlanmgr.example.net"),
+        ("VXLANMGR_METRICS_ALLOW", "10.0.0.0/33"),
+        ("VXLANMGR_NOTIFY_GROUP_WINDOW", "soon"),
+    ],
+)
+def test_history_metrics_and_alert_settings_name_a_bad_value(tmp_path, variable, value):
+    result = start(tmp_path, **{variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr.splitlines()[-1]
+
+
+def test_the_retired_ping_retention_names_its_replacements(tmp_path):
+    result = start(tmp_path, VXLANMGR_PING_RETENTION_DAYS="7")
+    assert result.returncode != 0
+    last = result.stderr.splitlines()[-1]
+    assert "VXLANMGR_PING_RETENTION_DAYS is retired" in last and "VXLANMGR_RAW_RETENTION_HOURS" in last
+    assert start(tmp_path, VXLANMGR_RAW_RETENTION_HOURS="72").returncode == 0
 
 
 def test_production_needs_a_secret_key(tmp_path):

@@ -416,6 +416,9 @@ SELF_NAMED = {"English", "Japanese"}
 _PHRASE = re.compile(r"(?<![\w./:-])[A-Za-z][a-z]+(?: [A-Za-z][a-z]+)+(?![\w/-])")
 # Commands quoted in translated sentences stay as typed.
 COMMANDS = {"python manage", "make run"}
+# Pieces of translated msgids that are words of their own elsewhere on a page, the same in both languages:
+# the VNI column, and django-axes' "Access attempts" in the admin (axes ships no Japanese).
+SAME_IN_BOTH = {"VNI", "attempts"}
 
 
 def _english_left(html: str, po_entries: list[Entry], labels=ENGLISH_LABELS) -> list[str]:
@@ -431,7 +434,8 @@ def _english_left(html: str, po_entries: list[Entry], labels=ENGLISH_LABELS) -> 
             for piece in _PLACEHOLDER.split(source):
                 piece = (piece or "").strip(" .,:;()?")
                 if (
-                    len(piece) >= 3
+                    piece not in SAME_IN_BOTH
+                    and len(piece) >= 3
                     and re.search("[A-Za-z]{3}", piece)
                     and re.search(rf"(?<![\w-]){re.escape(piece)}(?![\w-])", text)
                 ):

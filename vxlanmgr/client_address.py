@@ -4,7 +4,9 @@ import ipaddress
 import logging
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponseBadRequest, JsonResponse
+from django.http import HttpRequest, HttpResponseBadRequest
+
+from machines.http import json_error
 
 logger = logging.getLogger("vxlanmgr.http")
 
@@ -75,7 +77,7 @@ class ClientAddress:
             logger.warning("refused a request from a trusted proxy: %s", exc)
             message = "The proxy did not say which client this request comes from (X-Forwarded-For)."
             if request.path.startswith("/api/"):
-                return JsonResponse({"error": message}, status=400)
+                return json_error(400, message)
             return HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
         return self.get_response(request)
 

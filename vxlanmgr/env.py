@@ -50,6 +50,13 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
     return value
 
 
+def env_choice(name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env_str(name, default).lower()
+    if value not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def env_secret(name: str, default: str = "") -> str:
     """A secret from NAME, or from the file named by NAME_FILE (Docker/systemd credentials)."""
     path = env_str(f"{name}_FILE")

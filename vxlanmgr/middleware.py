@@ -105,7 +105,8 @@ class ContentSecurityPolicy(_sync_only(CSPMiddleware)):
 
 
 class ApiShortcut:
-    """Runs CSRF-exempt views under ``/api/`` right here, through only the middleware below that they use.
+    """Runs CSRF-exempt views under ``/api/`` (and ``/metrics``) right here, through only the middleware below
+    that they use.
 
     The API is token-authenticated (the list also takes a dashboard session, so sessions and users stay),
     answers JSON in the caller's language and never uses messages or htmx; its views are all
@@ -114,11 +115,12 @@ class ApiShortcut:
     the thread the request is already on: no crossing back to Django's event loop and out again for the
     view. Anything else (pages, an API view that is not CSRF-exempt or is async, an unknown URL) goes on
     down the whole stack as before. Middleware above this one (security headers, CSP, the client address)
-    applies to every request.
+    applies to every request. ``/metrics`` is token- or address-authenticated and read-only like the API,
+    and taken the same way.
     """
 
     async_capable = False
-    PREFIX = "/api/"
+    PREFIXES = ("/api/", "/metrics")
     PAGES_ONLY = frozenset({f"{__name__}.Csrf", f"{__name__}.Messages", f"{__name__}.Htmx"})
 
     def __init__(self, get_response):
@@ -152,7 +154,7 @@ class ApiShortcut:
         raise ImproperlyConfigured(f"{type(self).__name__} is used but not listed in MIDDLEWARE")
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.path_info.startswith(self.PREFIX) and not hasattr(request, "urlconf"):
+        if request.path_info.startswith(self.PREFIXES) and not hasattr(request, "urlconf"):
             try:
                 match = get_resolver().resolve(request.path_info)
             except Resolver404:

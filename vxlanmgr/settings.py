@@ -8,7 +8,17 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
-from vxlanmgr.env import env_bool, env_float, env_int, env_list, env_networks, env_rate, env_secret, env_str
+from vxlanmgr.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_networks,
+    env_rate,
+    env_secret,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("VXLANMGR_VAR_DIR", BASE_DIR / "var"))
@@ -49,6 +59,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "csp",
     "axes",
+    "django_guid",
     "vxlanmgr",
     "machines",
     "monitoring",
@@ -61,6 +72,8 @@ if LAB:
 # Django's own middleware, each declared sync-only (see vxlanmgr/middleware.py for why). ApiShortcut runs the
 # JSON API's views itself, with the middleware below it that the API uses (not Csrf, Messages or Htmx).
 MIDDLEWARE = [
+    # First, so every answer (even a refusal by the middleware below) carries the request id.
+    "vxlanmgr.request_id.RequestId",
     "vxlanmgr.middleware.Security",
     "vxlanmgr.client_address.ClientAddress",
     "vxlanmgr.middleware.ContentSecurityPolicy",
@@ -278,6 +291,23 @@ DAILY_RETENTION_DAYS = env_int("VXLANMGR_DAILY_RETENTION_DAYS", 730, minimum=366
 METRICS_ALLOW = env_networks("VXLANMGR_METRICS_ALLOW")
 # A series per machine (up, round trip); very large fleets may prefer only the aggregates.
 METRICS_PER_MACHINE = env_bool("VXLANMGR_METRICS_PER_MACHINE", True)
+# Alerts (monitoring/alerts): Apprise URLs seeded as channels, separated by spaces (or one per line in the file).
+NOTIFY_URLS = env_secret("VXLANMGR_NOTIFY_URLS").split()
+# Links in alerts point here (e.g. https://vxlanmgr.example.net); without it messages carry no link.
+BASE_URL = env_str("VXLANMGR_BASE_URL").rstrip("/")
+if BASE_URL and not BASE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"VXLANMGR_BASE_URL must start with http:// or https://, got {BASE_URL!r}")
+# No heartbeat for this long means no monitor: the web process alerts (monitor_down).
+MONITOR_STALE = env_int("VXLANMGR_MONITOR_STALE", 120, minimum=30)
+# Undeliverable alerts are retried with backoff for this long, then marked failed.
+NOTIFY_MAX_AGE = env_int("VXLANMGR_NOTIFY_MAX_AGE", 24 * 3600, minimum=60)
+# More than THRESHOLD machines changing within WINDOW seconds make one message per channel.
+NOTIFY_GROUP_THRESHOLD = env_int("VXLANMGR_NOTIFY_GROUP_THRESHOLD", 5, minimum=1)
+NOTIFY_GROUP_WINDOW = env_int("VXLANMGR_NOTIFY_GROUP_WINDOW", 10, minimum=0, maximum=600)
+# More than this many state changes of one machine in an hour: one "flapping" alert, then quiet until stable.
+FLAP_LIMIT = env_int("VXLANMGR_FLAP_LIMIT", 4, minimum=2)
+FLAP_STABLE_MINUTES = 30
+
 # `make run` (the embedded default) runs the monitor inside the web process; production runs it apart.
 EMBEDDED_MONITOR = env_bool("VXLANMGR_EMBEDDED_MONITOR", EMBEDDED)
 
@@ -289,14 +319,39 @@ LOG_LEVEL = env_str("VXLANMGR_LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"VXLANMGR_LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
 
+# plain: one readable line per event; json: one JSON object per line (timestamp in UTC, level, logger, message,
+# request_id and the event's own fields) for jq, Loki or Elasticsearch. Plain unless asked, wherever the output goes.
+LOG_FORMAT = env_choice("VXLANMGR_LOG_FORMAT", ("plain", "json"), "plain")
+# The request id (vxlanmgr/request_id.py): django-guid reads and answers X-Request-ID; a value from anyone but a
+# trusted proxy is dropped before it looks.
+DJANGO_GUID = {"GUID_HEADER_NAME": "X-Request-ID", "VALIDATE_GUID": False, "EXPOSE_HEADER": False}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {
+        "request_id": {"()": "vxlanmgr.request_id.LogFilter", "missing": "-" if LOG_FORMAT == "plain" else None},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": ["levelname", "name", "message", "request_id"],
+            "rename_fields": {"levelname": "level", "name": "logger"},
+            "timestamp": True,
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id"]},
+        "null": {"class": "logging.NullHandler"},
+    },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "vxlanmgr": {"level": LOG_LEVEL, "propagate": True},
         "django.channels.server": {"level": "WARNING"},
+        # It says at INFO, for every request, whether the id was made or taken.
+        "django_guid": {"level": "WARNING"},
+        # Apprise quotes the URLs it cannot parse, credentials included; delivery.py records failures itself.
+        "apprise": {"handlers": ["null"], "propagate": False},
     },
 }

@@ -41,6 +41,17 @@ CAUSES = {
         "work keeps the cores busy. Skipping them for a render another socket already made needs the consumer "
         "(monitoring/consumers.py) to look up the shared render before dispatching to the thread."
     ),
+    "Alerts": (
+        "**Alerts.** The worker sends a channel's pending alerts as soon as they outnumber "
+        "`VXLANMGR_NOTIFY_GROUP_THRESHOLD` (`monitoring.alerts.delivery.ready`). A storm reaches the outbox one "
+        "monitor batch (`VXLANMGR_PING_CONCURRENCY` machines) per transaction, each a second or more apart, so "
+        "every transaction's alerts are a complete group of their own by the time the worker looks, and go out "
+        "as a message each: no alert is lost or repeated (the notes count every machine once per channel), but "
+        "a channel gets one message per batch. One message per storm needs the worker to hold a growing group "
+        "until it stops growing (within the window), and writes fast enough that the whole storm commits within "
+        "the window: each channel adds a row per change to the batch's transaction, which Django's "
+        "`bulk_create` prepares field by field."
+    ),
     "Sweep (daemon)": (
         "**Monitor.** Each batch's results are written by one `UPDATE … FROM unnest(…)` statement "
         "(`monitoring.checks`). When other work competes for the cores, the ping rounds, the writes and "

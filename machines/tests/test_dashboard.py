@@ -4,6 +4,8 @@ import pytest
 from django.conf import settings
 from django.urls import reverse
 
+from machines.models import Machine
+
 PAGES = ["/", "/?status=unreachable&q=web", "/admin/"]
 
 
@@ -70,10 +72,11 @@ class TestDashboard:
         rows = re.findall(r"<tr id=\"machine-\d+\".*?</tr>", html, re.S)
         assert len(rows) == 3
         for row in rows:
-            # Eight cells: status, host name, IP, MAC, VNI, last seen, registered, actions; the card's labels.
-            assert row.count("<td") == 8
+            # Nine cells: status, host name, IP, MAC, VNI, last seen, registered, 30-day uptime, actions; the
+            # card's labels.
+            assert row.count("<td") == 9
             labels = re.findall(r'data-label="([^"]+)"', row)
-            assert labels == ["IP address", "MAC address", "VNI", "Last seen"]
+            assert labels == ["IP address", "MAC address", "VNI", "Last seen", "Uptime"]
 
     def test_rows_link_to_the_machine_and_only_unreachable_ones_offer_delete(self, operator_client, make_machine):
         dead = make_machine(hostname="dead-1", status="unreachable")
@@ -173,6 +176,91 @@ class TestDashboard:
         html = operator_client.get("/").content.decode()
         assert 'hx-trigger="vxlanmgr:refresh"' in html
         assert "htmx-2.min.js" in html
+
+
+def _uptime_cells(html: str) -> dict[str, str]:
+    rows = re.findall(r'<tr id="machine-\d+".*?</tr>', html, re.S)
+    return {
+        re.search(r'class="cell-hostname"><a [^>]*>([^<]+)</a>', row).group(1):
+        re.search(r'<td class="cell-uptime" data-label="Uptime">([^<]*)</td>', row).group(1)
+        for row in rows
+    }
+
+
+def _hostnames(html: str) -> list[str]:
+    return re.findall(r'class="cell-hostname"><a [^>]*>([^<]+)</a>', html)
+
+
+@pytest.mark.django_db
+class TestUptimeColumn:
+    @pytest.fixture
+    def fleet(self, make_machine):
+        make_machine(hostname="solid", status="active", uptime_30d=1.0)
+        make_machine(hostname="flaky", status="active", uptime_30d=0.9993)
+        make_machine(hostname="new", status="pending", uptime_30d=None)
+        make_machine(hostname="dead", status="unreachable", uptime_30d=0.25)
+        make_machine(hostname="almost", status="active", uptime_30d=0.99999)
+
+    def test_each_row_shows_the_30_day_uptime(self, operator_client, fleet):
+        html = operator_client.get("/").content.decode()
+        assert '<th scope="col"><a class="sort-link" href="/?sort=uptime"' in html
+        # Rounded down: a machine that missed a check does not look perfect.
+        assert _uptime_cells(html) == {
+            "solid": "100.00 %", "flaky": "99.93 %", "new": "—", "dead": "25.00 %", "almost": "99.99 %",
+        }
+
+    def test_the_default_order_stays_problems_first(self, operator_client, fleet):
+        assert _hostnames(operator_client.get("/").content.decode()) == ["dead", "new", "almost", "flaky", "solid"]
+
+    def test_sorting_by_uptime_worst_or_best_first_never_measured_last(self, operator_client, fleet):
+        worst = operator_client.get("/", {"sort": "uptime"}).content.decode()
+        assert _hostnames(worst) == ["dead", "flaky", "almost", "solid", "new"]
+        assert 'aria-sort="ascending"' in worst
+        # The heading now offers the other direction, and the status heading the usual order.
+        assert 'href="/?sort=-uptime"' in worst and 'href="/"' in worst
+        best = operator_client.get("/", {"sort": "-uptime"}).content.decode()
+        assert _hostnames(best) == ["solid", "almost", "flaky", "dead", "new"]
+        assert 'aria-sort="descending"' in best
+
+    def test_the_sort_keeps_the_filters_and_the_filters_keep_the_sort(self, operator_client, fleet):
+        response = operator_client.get("/", {"sort": "uptime", "status": "active", "q": "o"}, HTTP_HX_REQUEST="true")
+        html = response.content.decode()
+        assert _hostnames(html) == ["almost", "solid"]
+        assert 'href="/?status=active&amp;q=o&amp;sort=-uptime"' in html
+        # The search form outside the swapped list sends the sort along with its fields.
+        assert '<input type="hidden" name="sort" value="uptime" form="filters">' in html
+        assert 'name="sort"' not in operator_client.get("/", {"q": "o"}).content.decode()
+
+    def test_an_unknown_sort_is_the_default_order(self, operator_client, fleet):
+        html = operator_client.get("/", {"sort": "hostname"}).content.decode()
+        assert _hostnames(html) == ["dead", "new", "almost", "flaky", "solid"]
+
+    def test_pages_of_the_sorted_list_follow_each_other(self, operator_client, make_machine):
+        from machines import queries
+
+        for n in range(queries.PAGE_SIZE + 20):
+            make_machine(status="active", uptime_30d=None if n % 10 == 0 else (n % 17) / 17)
+        first = operator_client.get("/", {"sort": "uptime"}).content.decode()
+        assert 'href="/?sort=uptime&amp;page=2"' in first
+        second = operator_client.get("/", {"sort": "uptime", "page": 2}).content.decode()
+        shown = [int(pk) for pk in re.findall(r'<tr id="machine-(\d+)"', first + second)]
+        expected = sorted(
+            Machine.objects.all(), key=lambda m: (m.uptime_30d is None, m.uptime_30d or 0, m.hostname)
+        )
+        assert shown == [m.pk for m in expected]
+
+    def test_sorting_by_uptime_costs_the_same_queries_for_a_few_machines_or_many(
+        self, operator_client, make_machine, django_assert_max_num_queries
+    ):
+        for n in range(3):
+            make_machine(uptime_30d=n / 3)
+        with django_assert_max_num_queries(20) as few:
+            operator_client.get("/", {"sort": "uptime"})
+        for n in range(150):
+            make_machine(uptime_30d=n / 150)
+        with django_assert_max_num_queries(len(few.captured_queries)):
+            html = operator_client.get("/", {"sort": "uptime"}).content.decode()
+        assert html.count('class="machine-row') == 100
 
 
 @pytest.mark.django_db

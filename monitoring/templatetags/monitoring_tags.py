@@ -1,5 +1,11 @@
-from django import template
+import math
 
+from django import template
+from django.utils.formats import number_format
+from django.utils.translation import gettext as _
+from django.utils.translation import pgettext
+
+from monitoring import uptime
 from monitoring.models import PingResult
 from monitoring.status import monitor_problem
 
@@ -17,3 +23,25 @@ def monitor_banner() -> dict:
 def recent_checks(machine) -> dict:
     """The machine page's latest check results, newest first."""
     return {"pings": PingResult.objects.filter(machine_id=machine.pk).order_by("-checked_at")[:RECENT_CHECKS]}
+
+
+@register.simple_tag
+def machine_uptime(machine) -> list[dict]:
+    """The machine page's uptime over each window: [{"label": …, "value": share or None}, …]."""
+    labels = {
+        "24h": _("Uptime, last 24 hours"),
+        "7d": _("Uptime, last 7 days"),
+        "30d": _("Uptime, last 30 days"),
+        "365d": _("Uptime, last 365 days"),
+    }
+    return [{"label": labels[window], "value": value} for window, value in uptime.uptime(machine).items()]
+
+
+@register.filter
+def uptime_percent(share: float | None) -> str:
+    """0.99937 -> "99.93 %", "—" for None. Rounded down: a machine that missed a check never shows 100.00 %."""
+    if share is None:
+        return "—"
+    # The epsilon keeps 0.9993 (stored as 0.99929999…) at 99.93.
+    hundredths = math.floor(share * 10000 + 1e-6)
+    return pgettext("uptime", "%(percent)s %%") % {"percent": number_format(hundredths / 100, 2)}

@@ -10,26 +10,11 @@ from django.utils import timezone
 from machines import services
 from machines.models import Machine
 from machines.validation import Registration
-from monitoring import checks
-from monitoring.models import PingResult
+from monitoring import checks, history
+from monitoring.models import HourlyBucket, PingResult
 from monitoring.monitor import Monitor
 from tests.support.net import wait_for
 from tests.support.processes import running_monitor
-
-
-@pytest.mark.django_db(transaction=True)
-def test_prune_removes_only_results_past_retention_in_batches(make_machine, settings, monkeypatch):
-    settings.PING_RETENTION_DAYS = 7
-    monkeypatch.setattr("monitoring.monitor.PRUNE_BATCH", 500)
-    machine = make_machine()
-    old = timezone.now() - timedelta(days=8)
-    PingResult.objects.bulk_create(PingResult(machine=machine, ok=True, checked_at=old) for _ in range(1200))
-    PingResult.objects.bulk_create(PingResult(machine=machine, ok=True) for _ in range(30))
-    monitor = Monitor(pinger_factory=lambda: None)
-    deleted = asyncio.run(monitor.prune())
-    monitor.db_executor.shutdown()
-    assert deleted == 1200
-    assert PingResult.objects.count() == 30
 
 
 @pytest.mark.django_db
@@ -91,3 +76,33 @@ def test_an_address_the_policy_refuses_is_never_pinged(make_machine, settings, r
     assert refused.next_check_at >= started + timedelta(seconds=settings.CHECK_INTERVAL - 1)
     page = operator_client.get(f"/machines/{refused.pk}").content.decode()
     assert "Not checked" in page and "VXLANMGR_ALLOWED_PREFIXES" in page
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_monitor_folds_settled_hours_prunes_behind_them_and_refreshes_uptime(make_machine, settings):
+    settings.RAW_RETENTION_HOURS = 48
+    machine = make_machine()
+    now = timezone.now()
+    old = history.floor(now, timedelta(hours=1)) - timedelta(hours=50)
+    PingResult.objects.bulk_create(
+        PingResult(machine=machine, checked_at=old + timedelta(minutes=n), ok=n % 4 != 0, rtt_ms=1.0) for n in range(60)
+    )
+    PingResult.objects.create(machine=machine, ok=True, rtt_ms=1.0)  # this hour's: stays raw
+
+    async def run_history():
+        monitor = Monitor(pinger_factory=lambda: None)
+        task = asyncio.create_task(monitor._history())
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: wait_for(lambda: not PingResult.objects.filter(checked_at__lt=now - timedelta(hours=48))
+                                   .exists() and Machine.objects.get(pk=machine.pk).uptime_30d is not None, 30,
+                                   message="history not folded")
+        )
+        monitor.stop()
+        await task
+        monitor.db_executor.shutdown()
+
+    asyncio.run(run_history())
+    bucket = HourlyBucket.objects.get(machine=machine, start=old)
+    assert (bucket.checks, bucket.answered) == (60, 45)
+    assert PingResult.objects.count() == 1
+    assert Machine.objects.get(pk=machine.pk).uptime_30d == pytest.approx(46 / 61)

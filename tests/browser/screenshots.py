@@ -1,15 +1,18 @@
-"""`make screenshots`: the dashboard as operators see it, written to docs/screenshots/*.png.
+"""`make screenshots`: the dashboard and a machine's page as operators see them, written to docs/screenshots/*.png.
 
 A throwaway SQLite database (VXLANMGR_VAR_DIR in a temporary directory) holds a realistic set of machines; the
 real server (`manage.py serve`) runs without its monitor, because these addresses are made up and must never be
-pinged; Chromium takes the pictures.
+pinged; Chromium takes the pictures. Names as arguments (`screenshots.py machine-history`) write only those.
 """
 
+import math
 import os
+import random
+import re
 import shutil
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,6 +33,69 @@ FLEET = [
     ("edge-lb-1.ams2.dc.example.net", "10.240.2.31", 4003, "active", 0.1),
     ("backup-01.ams2.dc.example.net", "10.240.2.40", 4003, "active", 0.9),
 ]
+HISTORY_HOST = "db-primary.fra1.dc.example.net"
+
+
+def seed_history(machine, now: datetime, seed: int = 7) -> None:
+    """A year of plausible history for `machine`, as the monitor and the folds would have left it: raw results
+    every minute for the last day, hourly buckets for 30 days and daily ones for a year before those, and three
+    outages in the log (2 h 40 min ago for 25 minutes, 12 days and 150 days ago). The browser tests use it too."""
+    from machines.models import MachineEvent
+    from monitoring.history import DAY, HOUR, floor
+    from monitoring.models import DailyBucket, HourlyBucket, PingResult
+
+    rng = random.Random(seed)
+    outages = [(now - timedelta(hours=2, minutes=40), timedelta(minutes=25)),
+               (now - timedelta(days=12, hours=5), timedelta(hours=3)), (now - timedelta(days=150), timedelta(hours=9))]
+
+    def down(at: datetime, length: timedelta = timedelta()) -> float:
+        """The share of [at, at + length) inside an outage."""
+        if not length:
+            return float(any(start <= at < start + span for start, span in outages))
+        overlap = sum((max(timedelta(), min(at + length, start + span) - max(at, start)) for start, span in outages),
+                      timedelta())
+        return overlap / length
+
+    def rtt(at: datetime) -> float:
+        # Busier (slower) in the afternoon, and a little slower month by month.
+        hour = at.astimezone(UTC).hour + at.minute / 60
+        return 0.32 + 0.12 * math.sin((hour - 9) / 24 * 2 * math.pi) + (now - at).days * -0.0002
+
+    raw, hours, days = [], [], []
+    # 1,440 checks, the newest a second before `now`: the page, rendered a little later, still sees all of them.
+    start = now - DAY + timedelta(seconds=59)
+    while start < now:
+        failed = down(start)
+        loss = 1.0 if failed else (0.5 if rng.random() < 0.02 else 0.0)
+        value = None if failed else round(rtt(start) * (1 + rng.random() * 0.5) + (rng.random() < 0.004) * 1.5, 3)
+        raw.append(PingResult(machine=machine, checked_at=start, ok=not failed, rtt_ms=value, loss=loss,
+                              failure="timeout" if failed else ""))
+        start += timedelta(minutes=1)
+    folded = floor(now - DAY, HOUR)
+    for n in range(30 * 24):
+        start = folded - n * HOUR
+        answered = round(60 * (1 - down(start, HOUR)))
+        mean = rtt(start) * (1.2 + rng.random() * 0.1)
+        hours.append(HourlyBucket(machine=machine, start=start, checks=60, answered=answered,
+                                  loss_sum=60 - answered + rng.choice([0, 0, 0, 0.5, 1]), rtt_min=rtt(start) * 0.9,
+                                  rtt_sum=mean * answered if answered else None,
+                                  rtt_max=mean * (2 + rng.random() * 4) if answered else None,
+                                  unreachable_seconds=round(3600 * down(start, HOUR))))
+    for n in range(30, 365):
+        start = floor(now, DAY) - n * DAY
+        answered = round(1440 * (1 - down(start, DAY)))
+        mean = (0.32 - (now - start).days * 0.0002) * (1.2 + rng.random() * 0.1)  # the afternoons even out
+        days.append(DailyBucket(machine=machine, start=start, checks=1440, answered=answered,
+                                loss_sum=1440 - answered + rng.randint(0, 6), rtt_min=0.18, rtt_sum=mean * answered,
+                                rtt_max=mean * (4 + rng.random() * 6),
+                                unreachable_seconds=round(86400 * down(start, DAY))))
+    PingResult.objects.bulk_create(raw)
+    HourlyBucket.objects.bulk_create(hours)
+    DailyBucket.objects.bulk_create(days)
+    for start, span in outages:
+        for kind, at in (("unreachable", start), ("recovered", start + span)):
+            MachineEvent.objects.create(machine=machine, hostname=machine.hostname, ip_address=machine.ip_address,
+                                        mac_address=machine.mac_address, kind=kind, created_at=at)
 
 
 def environment(var_dir: Path) -> dict[str, str]:
@@ -76,18 +142,22 @@ def seed() -> None:
             machine.registered_at = machine.last_registered_at = now - timedelta(seconds=40)
         machines.append(machine)
     Machine.objects.bulk_create(machines)
+    seed_history(Machine.objects.get(hostname=HISTORY_HOST), now)
     # A monitor that reported a moment ago, as in a running installation: no "no monitor" banner.
     MonitorHeartbeat.objects.create(name="vxlanmgr-1:4242", mode="unprivileged", last_beat_at=now)
 
 
-def shoot(server) -> list[Path]:
+def shoot(server, only: set[str]) -> list[Path]:
     from playwright.sync_api import expect, sync_playwright
 
     from tests.browser.support import DESKTOP, PHONE, launch_chromium, log_in
 
     written = []
+    history_page = f"/machines/{machine_pk(HISTORY_HOST)}"  # the ORM, before Playwright's event loop runs
 
     def save(page, name: str) -> None:
+        if only and name not in only:
+            return
         path = OUT / f"{name}.png"
         page.screenshot(path=str(path), animations="disabled", caret="hide")
         written.append(path)
@@ -115,8 +185,20 @@ def shoot(server) -> list[Path]:
             page = log_in(phone, server)
             expect(page.locator("#machine-rows > tr")).to_have_count(len(FLEET))
             save(page, name)
+
+        # A machine's page, scrolled to its history.
+        page = log_in(browser.new_context(viewport=DESKTOP, locale="en-US"), server, live=False, path=history_page)
+        page.locator("#history").evaluate("section => section.scrollIntoView()")
+        expect(page.locator(".history-chart .chart-mean")).to_have_attribute("d", re.compile(r"^M"))
+        save(page, "machine-history")
         browser.close()
     return written
+
+
+def machine_pk(hostname: str) -> int:
+    from machines.models import Machine
+
+    return Machine.objects.get(hostname=hostname).pk
 
 
 def main() -> int:
@@ -137,7 +219,7 @@ def main() -> int:
         OUT.mkdir(parents=True, exist_ok=True)
         server = Server(env, monitor="no").start()
         try:
-            written = shoot(server)
+            written = shoot(server, set(sys.argv[1:]))
         finally:
             server.cleanup()
     finally:

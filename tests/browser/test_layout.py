@@ -65,7 +65,7 @@ def test_each_machine_is_one_element_a_table_row_on_a_desktop_and_a_card_on_a_ph
     expect(first.get_by_role("link", name="Delete node-002.lab.example")).to_be_visible()
     expect(desktop.get_by_role("columnheader", name="IP address")).to_be_visible()
     assert first.evaluate(LAYOUT) == {"display": "table-row", "border": "0px", "heading": "table-header-group",
-                                      "labels": [], "shown": 8}
+                                      "labels": [], "shown": 9}
     expect(desktop.locator("#summary")).to_contain_text("3 machines")
 
     phone = log_in(phone_context(new_context), server, errors)
@@ -77,8 +77,8 @@ def test_each_machine_is_one_element_a_table_row_on_a_desktop_and_a_card_on_a_ph
     # A card: a box of its own with each field under its label (the table's headings are not shown), no
     # registration time, and the Delete button only where there is something to delete.
     assert card.evaluate(LAYOUT) == {"display": "flex", "border": "1px", "heading": "none",
-                                     "labels": ["IP address", "MAC address", "VNI", "Last seen"], "shown": 7}
-    assert cards.nth(1).evaluate(LAYOUT)["shown"] == 6
+                                     "labels": ["IP address", "MAC address", "VNI", "Last seen", "Uptime"], "shown": 8}
+    assert cards.nth(1).evaluate(LAYOUT)["shown"] == 7
     expect(card.get_by_role("cell", name=re.compile(r"^IP address 10\.20\.0\.12$"))).to_be_visible()
     # The host name and the status share the first line when they fit, else the status goes below the name;
     # the values line up under each other.
@@ -195,8 +195,8 @@ def test_the_desktop_layout_starts_at_768_pixels(server, new_context):
     assert row.evaluate(LAYOUT)["display"] == "flex"
     page.set_viewport_size({"width": 768, "height": 800})
     assert row.evaluate(LAYOUT) == {"display": "table-row", "border": "0px", "heading": "table-header-group",
-                                    "labels": [], "shown": 7}  # no registration time below 1024 px
+                                    "labels": [], "shown": 8}  # no registration time below 1024 px
     page.set_viewport_size({"width": 1024, "height": 800})
-    assert row.evaluate(LAYOUT)["shown"] == 8
+    assert row.evaluate(LAYOUT)["shown"] == 9
     page.set_viewport_size(DESKTOP)
     assert page.evaluate(NO_HORIZONTAL_SCROLL)

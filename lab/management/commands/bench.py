@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from lab import netns
 
-PARTS = ("register", "dashboard", "push", "sweep", "daemon", "storage")
+PARTS = ("register", "dashboard", "metrics", "push", "sweep", "daemon", "storage", "alerts")
 METHODS = [
     "- **Sweep**: N targets 127.10.x.y in a fresh network namespace (only `lo`, where all of 127.0.0.0/8 "
     "answers). A child process inside it alternates our round (`monitoring.icmp.Pinger.ping_batch`, 1 echo "
@@ -52,6 +52,12 @@ METHODS = [
     "list's, both from the same run. The client's own share of these times is measured in the same run: "
     "httpx's time to the response head from a loopback server (a process of its own) that answers at once. "
     "Machines in a running installation's mix: 1 % unreachable, 0.5 % pending, the rest active.",
+    "- **Metrics**: the same server, `GET /metrics` with an API token, one request at a time on one kept-alive "
+    "`httpx` connection, per-machine series on (`VXLANMGR_METRICS_PER_MACHINE=1`), the same machine mix, and one "
+    "live monitor heartbeat carrying counters. Server time = time to the response head (the whole text is "
+    "rendered first). The body is parsed with `prometheus_client.parser` and its machine counts are checked "
+    "against the database. In the bench process the collector is then timed in two halves: the database read "
+    "into metric families, and `prometheus_client.generate_latest`.",
     "- **Push**: WebSocket clients (the `websockets` library, without compression, as the server accepts "
     "none) on the server's `/ws/dashboard/` showing the first page. A producer commits a status flip of a "
     "machine on that page through `monitoring.checks.record_checks` with a claim, then pushes the monitor's "
@@ -59,6 +65,17 @@ METHODS = [
     "each client receiving the frame with that row; 200 changes, one after the other. The fragment's size is "
     "the length of that frame's text in characters (its UTF-8 bytes in the notes); its reference is the "
     "length measured the same way with each machine rendered twice, as a table row and a phone card.",
+    "- **Alerts**: the real delivery worker (`manage.py deliver_alerts`, the one the monitor runs, on its own) "
+    "sends through Apprise's `json://` to recording HTTP servers on 127.0.0.1 in the bench process, with the "
+    "default group threshold and window; the channels take `unreachable` and `recovered` only. Latency (at the "
+    "largest N): a producer claims an active machine, a different one each time, and commits a failed check "
+    "that makes it unreachable through `monitoring.checks.record_checks`, which writes the alert in that "
+    "transaction; the clock runs from that commit to the request arriving at the receiver. One change at a "
+    "time, the next after the alert arrived and a pause, so every alert is alone in its group window and waits "
+    "it out. Storm: every machine is claimed one check short of unreachable and the failures are recorded in "
+    "batches of `VXLANMGR_PING_CONCURRENCY` (1,000), back to back, as the monitor records its batches; 3 "
+    "channels. Messages are counted per channel, with the machines they name, once every alert row is sent and "
+    "no message came for 3 s; the time runs from the first commit to the last message of any channel.",
     "- **Storage**: one day of ping results (one per minute, the default interval) for 100 machines, inserted "
     "minute by minute like the monitor writes them; `pg_total_relation_size` (heap, indexes, TOAST) after "
     "VACUUM ANALYZE, divided by the machines.",
@@ -78,21 +95,28 @@ class Context:
 
 
 class Command(BaseCommand):
-    help = "Run the benchmarks (sweep, register, dashboard, push, storage) and write docs/benchmarks.md."
+    help = (
+        "Run the benchmarks (sweep, register, dashboard, metrics, push, storage, alerts) and write "
+        "docs/benchmarks.md."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--sizes", default="1000,10000", help="machine counts, comma-separated")
         parser.add_argument("--reps", type=int, default=5, help="repetitions of each sweep round")
         parser.add_argument("--storm-reps", type=int, default=3, help="storms at N ≤ 1,000 (one at larger N)")
         parser.add_argument("--storm-budget", type=float, default=60.0, help="seconds one storm may take")
-        parser.add_argument("--page-reps", type=int, default=20, help="requests per dashboard figure")
+        parser.add_argument("--page-reps", type=int, default=20, help="requests per dashboard and metrics figure")
         parser.add_argument("--changes", type=int, default=200, help="status changes per push figure")
+        parser.add_argument(
+            "--alert-changes", type=int, default=50,
+            help="single status changes for the alert latency (each waits the group window, 10 s by default)",
+        )
         parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, of {', '.join(PARTS)}")
         parser.add_argument("--output", default=str(Path(settings.BASE_DIR) / "docs" / "benchmarks.md"))
         parser.add_argument("--log-dir", default=str(Path(settings.BASE_DIR) / "var" / "bench"))
 
-    def handle(self, *args, sizes, reps, storm_reps, storm_budget, page_reps, changes, only, output, log_dir,
-               **options):
+    def handle(self, *args, sizes, reps, storm_reps, storm_budget, page_reps, changes, alert_changes, only, output,
+               log_dir, **options):
         sizes = sorted(int(size) for size in sizes.split(","))
         parts = {part.strip() for part in only.split(",") if part.strip()}
         if unknown := parts - set(PARTS):
@@ -101,7 +125,7 @@ class Command(BaseCommand):
             raise CommandError(f"VXLANMGR_MAX_MACHINES={settings.MAX_MACHINES} is below N={max(sizes)}")
         self._check_environment(parts)
         try:  # httpx and websockets, the harness's clients, are development requirements
-            from lab.benchmarks import common, dashboard, push, register, report, storage, sweep
+            from lab.benchmarks import alerts, common, dashboard, metrics, push, register, report, storage, sweep
         except ModuleNotFoundError as exc:
             raise CommandError(f"{exc}: install the development requirements (requirements-dev.txt)") from exc
         log_path = Path(log_dir)
@@ -119,7 +143,7 @@ class Command(BaseCommand):
 
         cache.clear()
         rows = []
-        server_env = common.child_env(VXLANMGR_LOG_LEVEL="WARNING")
+        server_env = common.child_env(VXLANMGR_LOG_LEVEL="WARNING", VXLANMGR_METRICS_PER_MACHINE="1")
         with common.Server(log_path, server_env) as server:
             ctx.log(f"server on 127.0.0.1:{server.port}")
             cookie = common.session_cookie()
@@ -134,6 +158,8 @@ class Command(BaseCommand):
                 common.apply_mix()
                 if "dashboard" in parts:
                     rows += dashboard.run(ctx, server.port, server.process.pid, cookie, api_token, n, page_reps)
+                if "metrics" in parts:
+                    rows += metrics.run(ctx, server.port, server.process.pid, api_token, n, page_reps)
                 if "push" in parts:
                     unshared = 10 if n == max(sizes) else 0
                     rows += push.run(ctx, server.port, cookie, n, (1, 50), changes, unshared_changes=unshared)
@@ -141,6 +167,8 @@ class Command(BaseCommand):
                     rows += sweep.run_rounds(ctx, n, reps)
                 if "daemon" in parts:
                     rows += sweep.run_daemon(ctx, n, 12.0)
+                if "alerts" in parts:
+                    rows += alerts.run(ctx, n, alert_changes, latency=n == max(sizes))
             if "storage" in parts:
                 rows += storage.run(ctx)
         duration = time.monotonic() - ctx.started

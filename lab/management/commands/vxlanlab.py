@@ -1,14 +1,16 @@
-"""`manage.py vxlanlab up|status|fail HOST|recover HOST|restart|down`: a VXLAN lab in network namespaces.
+"""`manage.py vxlanlab up|status|fail HOST…|recover HOST…|alerts|restart|down`: a VXLAN lab in network namespaces.
 
 The topology and every step live in lab/vxlan.py; this command parses arguments and prints.
 """
 
+import json
 import signal
+import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from lab import manager, vxlan
+from lab import manager, receiver, vxlan
 from lab import state as state_file
 from lab.netns import NetnsError
 
@@ -45,14 +47,19 @@ class Command(BaseCommand):
             help="database for the lab's manager (default: a SQLite file of its own, removed by down)",
         )
         sub.add_parser("status", help="each host's overlay IP and state")
-        fail = sub.add_parser("fail", help="make a host silently stop answering")
-        fail.add_argument("host", help="h1, 1, its host name or its overlay IP")
+        fail = sub.add_parser("fail", help="make hosts silently stop answering (all at once)")
+        fail.add_argument("hosts", nargs="+", metavar="HOST", help="h1, 1, its host name or its overlay IP")
         fail.add_argument(
             "--mode", choices=["silent", "link-down"], default="silent",
             help="silent: ignore echo requests (default); link-down: take the overlay link down",
         )
-        recover = sub.add_parser("recover", help="bring a host back and register it again, as a reboot would")
-        recover.add_argument("host", help="h1, 1, its host name or its overlay IP")
+        recover = sub.add_parser(
+            "recover", help="bring hosts back and have them register again (all at once), as a reboot would"
+        )
+        recover.add_argument("hosts", nargs="+", metavar="HOST", help="h1, 1, its host name or its overlay IP")
+        alerts = sub.add_parser("alerts", help="the alerts the manager sent to the lab's webhook receiver")
+        alerts.add_argument("--json", dest="as_json", action="store_true", help="one JSON object a line, as received")
+        alerts.add_argument("--follow", "-f", action="store_true", help="keep printing new alerts (Ctrl-C stops)")
         restart = sub.add_parser("restart", help="kill the manager (web and monitor) and start it again")
         restart.add_argument(
             "--signal", dest="stop_signal", choices=["KILL", "TERM"], default="KILL",
@@ -66,6 +73,9 @@ class Command(BaseCommand):
     def handle(self, *args, action, **options):
         directory = settings.VAR_DIR / "lab"
         try:
+            if action == "alerts":  # only reads a file, and --follow must not hold the lab's lock
+                self._alerts(directory, **options)
+                return
             with state_file.locked(directory):
                 getattr(self, f"_{action}")(directory, **options)
         except (vxlan.LabError, NetnsError) as exc:
@@ -90,12 +100,13 @@ class Command(BaseCommand):
         self.stdout.write(f"  API token       {state.api_token}")
         self.stdout.write(f"  Manager         {plan.manager_url} in namespace {plan.manager}")
         self.stdout.write(f"  Manager log     {state.manager_log}")
+        self.stdout.write(f"  Alerts          vxlanlab alerts (sent to {vxlan.RECEIVER_URL} in {plan.manager})")
         self.stdout.write("")
         self._table(state)
         self.stdout.write("")
         self.stdout.write(
-            "Try: manage.py vxlanlab fail h2 · vxlanlab recover h2 · vxlanlab status · vxlanlab restart · "
-            "vxlanlab down"
+            "Try: manage.py vxlanlab fail h2 · vxlanlab alerts · vxlanlab recover h2 · vxlanlab status · "
+            "vxlanlab restart · vxlanlab down"
         )
 
     def _status(self, directory, **_):
@@ -110,31 +121,64 @@ class Command(BaseCommand):
         )
         forwarder = state.forwarder is not None and state.forwarder.alive()
         self.stdout.write(f"Forwarder  {'running' if forwarder else 'NOT RUNNING'}: {state.url} -> {state.socket_path}")
+        listening = state.receiver is not None and state.receiver.alive()
+        self.stdout.write(
+            f"Alerts     {len(receiver.read(state.alerts_path))} received (vxlanlab alerts); receiver "
+            f"{'running' if listening else 'NOT RUNNING (vxlanlab restart)'} at {vxlan.RECEIVER_URL} in {plan.manager}"
+        )
         self.stdout.write("")
         self._table(state)
 
-    def _fail(self, directory, *, host, mode, **_):
+    def _fail(self, directory, *, hosts, mode, **_):
         state = self._state(directory)
-        target = state.plan.find(host)
-        vxlan.fail(state, target, mode)
-        state.save()
+        targets = self._hosts(state, hosts)
+        try:
+            for target in targets:
+                vxlan.fail(state, target, mode)
+        finally:
+            state.save()
         what = "ignores echo requests" if mode == "silent" else "has its overlay link down"
+        for target in targets:
+            self.stdout.write(f"{target.key} ({target.hostname}, {target.overlay_ip}) {what}.")
         self.stdout.write(
-            f"{target.key} ({target.hostname}, {target.overlay_ip}) {what}; the monitor marks it unreachable after "
+            f"The monitor marks {'it' if len(targets) == 1 else 'them'} unreachable after "
             f"{state.settings['VXLANMGR_FAILURE_THRESHOLD']} failed checks."
         )
 
-    def _recover(self, directory, *, host, **_):
+    def _recover(self, directory, *, hosts, **_):
         state = self._state(directory)
-        target = state.plan.find(host)
-        result = vxlan.recover(state, target)
-        state.save()
-        output = (result.stdout + result.stderr).strip()
-        if result.returncode != 0:
-            raise CommandError(
-                f"{target.key} is back, but its registration failed (exit {result.returncode}): {output}"
-            )
-        self.stdout.write(f"{target.key} answers again and registered: {output}")
+        targets = self._hosts(state, hosts)
+        try:
+            results = vxlan.recover_many(state, targets)
+        finally:
+            state.save()
+        failed = []
+        for target in targets:
+            code, output = results[target.key]
+            if code == 0:
+                self.stdout.write(f"{target.key} answers again and registered: {output}")
+            else:
+                failed.append(f"{target.key} is back, but its registration failed (exit {code}): {output}")
+        if failed:
+            raise CommandError("\n".join(failed))
+
+    def _alerts(self, directory, *, as_json: bool, follow: bool, **_):
+        state = self._state(directory)
+        if not receiver.read(state.alerts_path) and not as_json:
+            self.stdout.write(f"No alerts yet. The manager sends them to {vxlan.RECEIVER_URL} in {state.plan.manager}.")
+        shown = 0
+        try:
+            while True:
+                records = receiver.read(state.alerts_path)
+                for record in records[shown:]:
+                    self.stdout.write(json.dumps(record, ensure_ascii=False) if as_json else receiver.describe(record))
+                    self.stdout.flush()
+                shown = max(shown, len(records))
+                if not follow:
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
 
     def _restart(self, directory, *, stop_signal, **_):
         state = self._state(directory)
@@ -146,6 +190,9 @@ class Command(BaseCommand):
         self.stdout.write("The lab is down." if removed else "There was no lab to take down.")
 
     # -- helpers
+
+    def _hosts(self, state, refs):
+        return list(dict.fromkeys(state.plan.find(ref) for ref in refs))
 
     def _state(self, directory):
         state = vxlan.load_state(directory)

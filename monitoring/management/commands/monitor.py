@@ -6,6 +6,8 @@ import signal
 
 from django.core.management.base import BaseCommand, CommandError
 
+from monitoring.alerts.channels import seed_at_start_up
+from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.icmp import PingerUnavailable
 from monitoring.monitor import Monitor, use_one_persistent_connection
 
@@ -17,6 +19,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         use_one_persistent_connection()
+        # The channels of VXLANMGR_NOTIFY_URLS, before the worker sends through them.
+        seed_at_start_up()
         monitor = Monitor()
         try:
             monitor.start_pinger()
@@ -29,4 +33,10 @@ class Command(BaseCommand):
         # Handlers only ask the loop to stop; the loop finishes the writes in flight and returns.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, monitor.stop)
-        await monitor.run()
+        # The monitor process also delivers alerts; it stops with the monitor, after its sends in flight.
+        delivery = asyncio.create_task(DeliveryWorker().run(monitor.shutdown))
+        try:
+            await monitor.run()
+        finally:
+            monitor.stop()
+            await delivery

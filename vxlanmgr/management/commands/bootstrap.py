@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand
 
 from machines.models import ApiToken
 from machines.tokens import create_token, seed_environment_tokens
+from monitoring.alerts.channels import seed_environment_channels
 
 
 def write_secret_key(path: Path) -> bool:
@@ -49,6 +50,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.WARNING(f"Created user 'admin' with password: {password}"))
                 self.stdout.write("  (shown only once; change it in the admin, or set VXLANMGR_ADMIN_PASSWORD)")
         seed_environment_tokens()
+        seed_environment_channels()
         live = ApiToken.objects.filter(scope=ApiToken.Scope.REGISTER, revoked_at__isnull=True)
         if not live.exists():
             _token, raw = create_token("first register token", ApiToken.Scope.REGISTER)

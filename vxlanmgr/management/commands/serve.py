@@ -7,6 +7,7 @@ pushes reach the dashboard sockets without Redis.
 # Daphne installs Twisted's asyncio reactor when its server module is imported; that must come first.
 from daphne.server import Server, twisted_loop  # isort: skip
 
+import asyncio
 import logging
 
 from daphne.endpoints import build_endpoint_description_strings
@@ -14,6 +15,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from twisted.internet import defer, reactor
 
+from monitoring.alerts import watch
+from monitoring.alerts.channels import seed_at_start_up
+from monitoring.alerts.delivery import DeliveryWorker
 from monitoring.monitor import Monitor
 from vxlanmgr import body_limit
 
@@ -38,6 +42,8 @@ class Command(BaseCommand):
     def handle(self, *args, host, port, unix_socket, monitor, **options):
         from vxlanmgr.asgi import application
 
+        # A deployment that sets VXLANMGR_NOTIFY_URLS needs no extra step.
+        seed_at_start_up()
         run_monitor = settings.EMBEDDED_MONITOR if monitor == "auto" else monitor == "yes"
         # TCP unless only a Unix socket was asked for; both when both were (the VXLAN lab does that).
         tcp = not unix_socket or host is not None or port is not None
@@ -58,11 +64,16 @@ class Command(BaseCommand):
         server.run()
 
     def _ready(self) -> None:
-        if self.monitor is None:
-            return
-        task = twisted_loop.create_task(self._run_monitor())
-        # On SIGINT/SIGTERM Daphne stops the reactor; let the monitor finish its writes first.
-        reactor.addSystemEventTrigger("before", "shutdown", self._stop_monitor, task)
+        self.stopping = asyncio.Event()
+        # Every web process watches for a dead monitor: the monitor cannot report its own death.
+        tasks = [twisted_loop.create_task(watch.run(self.stopping))]
+        # Alerts are delivered from here too (workers share rows by claims): a monitor_down alert must go out
+        # while the monitor, whose process also delivers, is the thing that is dead.
+        tasks.append(twisted_loop.create_task(DeliveryWorker().run(self.stopping)))
+        if self.monitor is not None:
+            tasks.append(twisted_loop.create_task(self._run_monitor()))
+        # On SIGINT/SIGTERM Daphne stops the reactor; let the monitor and deliveries finish their writes first.
+        reactor.addSystemEventTrigger("before", "shutdown", self._stop, asyncio.gather(*tasks))
 
     async def _run_monitor(self) -> None:
         try:
@@ -71,6 +82,8 @@ class Command(BaseCommand):
         except Exception:
             logger.exception("the in-process monitor stopped")
 
-    def _stop_monitor(self, task):
-        self.monitor.stop()
-        return defer.Deferred.fromFuture(task)
+    def _stop(self, tasks):
+        self.stopping.set()
+        if self.monitor is not None:
+            self.monitor.stop()
+        return defer.Deferred.fromFuture(tasks)
