@@ -36,7 +36,9 @@ STORM_BUDGET = 60.0
 # After the last message, this long without another one (several worker ticks) before messages are counted.
 SETTLE = 3.0
 EVENTS = ["unreachable", "recovered"]
-_COUNT = re.compile(r"^\[vxlanmgr\] (\d+) machines? became unreachable")
+# A group's title counts each kind; a machine that had changed state often in the last hour (the push
+# benchmark flips some) is announced as flapping instead, in the same message.
+_COUNT = re.compile(r"(\d+) machines? (?:became unreachable|(?:is|are) flapping)")
 
 
 class Worker:
@@ -192,10 +194,10 @@ def _storm(receivers, ids: list[int]) -> dict:
 
 
 def _count(title: str) -> int:
-    match = _COUNT.match(title)
-    if match:
-        return int(match.group(1))
-    return 1 if title.endswith("became unreachable") else 0
+    counts = _COUNT.findall(title)
+    if counts:
+        return sum(int(count) for count in counts)
+    return 1 if title.endswith(("became unreachable", "is flapping")) else 0
 
 
 # ---------------------------------------------------------------------------------------------- run

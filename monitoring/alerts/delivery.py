@@ -54,7 +54,10 @@ CHORES_EVERY = 5.0
 SENDERS = 8
 # One Apprise call may take this long (connect, read, retries); it also sizes the claim's lease.
 SEND_TIMEOUT = 30.0
-GROUP_QUIET = timedelta(seconds=2)
+# Measured from the alerts' occurred_at, which a batch's transaction sets when it starts: a storm's batches
+# commit ~1.5 s apart with rows already ~1.5 s old (longer on a loaded machine), so "quiet" must be well
+# longer than both together, and still shorter than the default window.
+GROUP_QUIET = timedelta(seconds=8)
 GROUP_MAX_WAIT = timedelta(seconds=45)
 RETRY_FIRST = 5.0
 RETRY_MAX = 600.0
@@ -92,7 +95,8 @@ def ready(alerts: list[Notification], now: datetime, window: timedelta, threshol
     if len(alerts) > threshold:
         newest = max(alert.occurred_at for alert in alerts)
         oldest = min(alert.occurred_at for alert in alerts)
-        return newest <= now - GROUP_QUIET or oldest <= now - GROUP_MAX_WAIT
+        # Never quieter than the window: a group that has stopped growing waits no longer than a lone alert.
+        return newest <= now - min(GROUP_QUIET, window) or oldest <= now - GROUP_MAX_WAIT
     return any(alert.occurred_at <= now - window for alert in due)
 
 
