@@ -6,6 +6,8 @@ and written into its heartbeat row (`MonitorHeartbeat.counters`) every 10 s; the
 heartbeats of the monitors alive. The web process counts nothing itself, so every web process answers alike.
 """
 
+import contextlib
+import gc
 import ipaddress
 import itertools
 import math
@@ -13,6 +15,7 @@ import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
+from operator import itemgetter
 
 from django.conf import settings
 from django.db.models import Count
@@ -23,6 +26,7 @@ from django.views.decorators.csrf import csrf_exempt
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 from prometheus_client.utils import floatToGoString
 
 from machines.http import json_error
@@ -97,23 +101,28 @@ class VxlanmgrCollector(Collector):
         rtt = GaugeMetricFamily(
             "vxlanmgr_machine_rtt_seconds", "Round trip of an active machine's last answered check.",
             labels=["vni", "hostname", "ip"])
-        counts: Counter = Counter()
         if self.per_machine:
-            # One query: the counts and the series come from the same rows. Samples are added as add_metric
-            # would add them, without its per-sample zip of names and values (20,000 of them at 10,000 machines).
-            rows = Machine.objects.order_by().values_list("status", "vni", "hostname", "ip_address", "last_rtt_ms")
+            # One query: the counts and the series come from the same rows. The loop is most of a scrape's
+            # Python after the rendering: the counts are taken in C (Counter over itemgetter), each VNI is made
+            # a string once, and the samples are appended as prometheus_client's own Sample tuples (what
+            # add_metric would build, without its per-sample zip of label names and values).
+            columns = ("status", "vni", "hostname", "ip_address", "last_rtt_ms")
+            rows = list(Machine.objects.order_by().values_list(*columns))
+            by_vni = Counter(map(itemgetter(0, 1), rows))
+            vnis = {vni: "" if vni is None else str(vni) for _status, vni in by_vni}
+            counts: Counter = Counter({(status, vnis[vni]): n for (status, vni), n in by_vni.items()})
             active, unreachable = Machine.Status.ACTIVE, Machine.Status.UNREACHABLE
+            up_add, rtt_add, up_name, rtt_name = up.samples.append, rtt.samples.append, up.name, rtt.name
             for status, vni, hostname, ip, rtt_ms in rows:
-                vni = "" if vni is None else str(vni)
-                counts[status, vni] += 1
                 if status == active:
-                    labels = {"vni": vni, "hostname": hostname, "ip": ip}
-                    up.add_sample(up.name, labels, 1)
+                    labels = {"vni": vnis[vni], "hostname": hostname, "ip": ip}
+                    up_add(Sample(up_name, labels, 1.0))
                     if rtt_ms is not None:
-                        rtt.add_sample(rtt.name, labels, rtt_ms / 1000)
+                        rtt_add(Sample(rtt_name, labels, rtt_ms / 1000))
                 elif status == unreachable:
-                    up.add_sample(up.name, {"vni": vni, "hostname": hostname, "ip": ip}, 0)
+                    up_add(Sample(up_name, {"vni": vnis[vni], "hostname": hostname, "ip": ip}, 0.0))
         else:
+            counts = Counter()
             for status, vni, n in Machine.objects.order_by().values_list("status", "vni").annotate(n=Count("pk")):
                 counts[status, "" if vni is None else str(vni)] += n
         machines = GaugeMetricFamily(
@@ -168,6 +177,36 @@ class VxlanmgrCollector(Collector):
         yield from (checks, rtt, lag, last_round)
 
 
+@contextlib.contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Python's cycle collector held off for one scrape (it was on before: it is on after).
+
+    A scrape with per-machine series holds ~20,000 `Sample`s (2 per machine) until the text is rendered.
+    They are tuple subclasses, which the collector never untracks as it does plain tuples, so they survive
+    into its oldest generation, and every second scrape paid a full collection of the whole process heap
+    in the middle of its own work (~50 ms at 10,000 machines, more than the database read). Held off,
+    reference counting frees the samples when the text is made and nothing of them is left for the collector
+    (a stray cycle, here or in another thread, is collected afterwards as usual). Concurrent scrapes: the one
+    that found the collector on turns it back on.
+    """
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def exposition(per_machine: bool) -> bytes:
+    """The text format of the families at this moment, by prometheus_client."""
+    registry = CollectorRegistry()
+    registry.register(VxlanmgrCollector(per_machine=per_machine))
+    with cyclic_gc_paused():
+        return generate_latest(registry)
+
+
 def _from_allowed_network(request: HttpRequest) -> bool:
     try:
         address = ipaddress.ip_address(getattr(request, "client_ip", ""))
@@ -199,8 +238,6 @@ def metrics(request: HttpRequest) -> HttpResponse:
     denied = _denied(request)
     if denied:
         return denied
-    registry = CollectorRegistry()
-    registry.register(VxlanmgrCollector(per_machine=settings.METRICS_PER_MACHINE))
-    response = HttpResponse(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+    response = HttpResponse(exposition(settings.METRICS_PER_MACHINE), content_type=CONTENT_TYPE_LATEST)
     response["Cache-Control"] = "no-store"
     return response

@@ -2,6 +2,7 @@
 through the heartbeat."""
 
 import asyncio
+import gc
 import ipaddress
 from datetime import timedelta
 
@@ -15,7 +16,7 @@ from machines import services
 from machines.models import Machine
 from machines.validation import Registration
 from monitoring.icmp import PingResult as IcmpResult
-from monitoring.metrics import RTT_BUCKETS, CheckCounters
+from monitoring.metrics import RTT_BUCKETS, CheckCounters, VxlanmgrCollector, cyclic_gc_paused, exposition
 from monitoring.models import MonitorHeartbeat
 from monitoring.monitor import Monitor
 from monitoring.rules import Outcome
@@ -155,6 +156,57 @@ class TestWhoMayScrape:
         response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {api_token}")
         assert not hasattr(response.wsgi_request, "htmx") and not hasattr(response.wsgi_request, "_messages")
         assert "sessionid" not in response.cookies and "csrftoken" not in response.cookies
+
+
+@pytest.mark.django_db
+class TestTheCycleCollectorWaitsOutAScrape:
+    """A scrape's ~2 samples per machine would otherwise push a full collection into every second scrape."""
+
+    @pytest.fixture
+    def seen(self, monkeypatch):
+        """Whether the cycle collector was on while the collector read the database."""
+        seen = []
+        collect = VxlanmgrCollector.collect
+
+        def spy(self):
+            seen.append(gc.isenabled())
+            yield from collect(self)
+
+        monkeypatch.setattr(VxlanmgrCollector, "collect", spy)
+        return seen
+
+    def test_off_during_the_scrape_and_on_after(self, client, api_token, fleet, seen):
+        assert gc.isenabled()
+        families = scrape(client, api_token)
+        assert seen == [False] and gc.isenabled()
+        assert len(families["vxlanmgr_machine_up"].samples) == 5  # the active and unreachable machines
+
+    def test_on_again_after_a_failed_scrape(self, monkeypatch):
+        def broken(self):
+            raise RuntimeError("the database went away")
+            yield
+
+        monkeypatch.setattr(VxlanmgrCollector, "collect", broken)
+        with pytest.raises(RuntimeError):
+            exposition(per_machine=True)
+        assert gc.isenabled()
+
+    def test_left_off_when_it_was_off(self, fleet, seen):
+        gc.disable()
+        try:
+            assert b"vxlanmgr_machine_up{" in exposition(per_machine=True)
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
+
+    def test_overlapping_scrapes_leave_it_on(self):
+        first, second = cyclic_gc_paused(), cyclic_gc_paused()
+        first.__enter__()
+        second.__enter__()  # another thread's scrape, begun while the first one runs
+        first.__exit__(None, None, None)
+        assert gc.isenabled()  # the scrape that found it on turned it back on
+        second.__exit__(None, None, None)
+        assert gc.isenabled()
 
 
 class TestCheckCounters:
