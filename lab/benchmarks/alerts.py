@@ -1,7 +1,9 @@
 """Alerts: from a status change committed by the monitor's write path to the message at a webhook receiver.
 
-The real delivery worker (`manage.py deliver_alerts`, the worker the monitor runs, here on its own) sends through
-Apprise's json:// to recording HTTP receivers on 127.0.0.1 (tests/support/receivers.py) in the bench process;
+Two real delivery workers share the outbox, as in a deployment: `manage.py deliver_alerts` (the worker the monitor
+runs, here on its own; its log is alerts-worker.log) and the one in the harness's web server (`manage.py serve`
+always runs one; server.log, warnings only). They send through Apprise's json:// to recording HTTP receivers on
+127.0.0.1 (tests/support/receivers.py) in the bench process;
 the channels only take `unreachable` and `recovered`, so nothing else (the web server's monitor_down watch: no
 monitor runs during this part) reaches them. The group settings are the defaults the worker reads.
 
@@ -19,6 +21,7 @@ monitor runs during this part) reaches them. The group settings are the defaults
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import signal
@@ -167,8 +170,11 @@ def _storm(receivers, ids: list[int]) -> dict:
     _claim(ids, token, last_failure=True)
     batch = settings.PING_CONCURRENCY
     started = time.monotonic()
-    changed = sum(_fail(ids[i:i + batch], token) for i in range(0, len(ids), batch))
-    committed = time.monotonic() - started
+    changed, commits = 0, []
+    for i in range(0, len(ids), batch):
+        changed += _fail(ids[i:i + batch], token)
+        commits.append(time.monotonic() - started)
+    committed = commits[-1]
     if changed != len(ids):
         raise RuntimeError(f"{changed} of {len(ids)} machines became unreachable")
 
@@ -189,7 +195,9 @@ def _storm(receivers, ids: list[int]) -> dict:
         named.append(sum(_count(request.json().get("title", "")) for request in requests))
         last = max([last, *(request.received_at - started for request in requests)])
     failed = Notification.objects.exclude(state=Notification.State.SENT).count()
-    return {"batches": -(-len(ids) // batch), "batch": batch, "commit_s": committed, "messages": per_channel,
+    gap = max(b - a for a, b in itertools.pairwise([0.0, *commits]))
+    return {"batches": -(-len(ids) // batch), "batch": batch, "commit_s": committed, "longest_commit_s": gap,
+            "messages": per_channel,
             "named": named, "last_s": last, "not_sent": failed}
 
 
@@ -248,7 +256,8 @@ def run(ctx, n: int, changes: int = CHANGES, latency: bool = True) -> list[Row]:
         _reset_alerts()
         apply_mix()
     ctx.raw[f"alerts_storm_{n}"] = storm
-    ctx.log(f"alerts N={n}: storm of {n} changes in {storm['batches']} commits ({storm['commit_s']:.1f} s): messages "
+    ctx.log(f"alerts N={n}: storm of {n} changes in {storm['batches']} commits ({storm['commit_s']:.1f} s, the longest "
+            f"{storm['longest_commit_s']:.1f} s): messages "
             f"per channel {storm['messages']}, machines named {storm['named']}, last after {storm['last_s']:.1f} s")
     one_each = all(count == 1 for count in storm["messages"])
     complete = all(count == n for count in storm["named"]) and not storm["not_sent"]
@@ -260,7 +269,8 @@ def run(ctx, n: int, changes: int = CHANGES, latency: bool = True) -> list[Row]:
             target=f"exactly 1 per channel within {STORM_BUDGET:g} s", met=one_each and within and complete,
             note=f"recorded in {storm['batches']} transaction{'s' if storm['batches'] > 1 else ''} of ≤ "
                  f"{storm['batch']:,} "
-                 f"(VXLANMGR_PING_CONCURRENCY), {storm['commit_s']:.1f} s in all; machines counted in the "
+                 f"(VXLANMGR_PING_CONCURRENCY), {storm['commit_s']:.1f} s in all, the longest "
+                 f"{storm['longest_commit_s']:.1f} s; machines counted in the "
                  f"messages per channel: {', '.join(f'{count:,}' for count in storm['named'])}"
                  + (f"; {storm['not_sent']} alert rows not sent" if storm["not_sent"] else "")),
         Row(area, f"{n:,} machines unreachable at once: first commit → last message", round(storm["last_s"], 1),

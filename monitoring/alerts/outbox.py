@@ -2,7 +2,7 @@
 exists exactly when the change that causes it was committed.
 
 Also decided here, at the moment of the change: silences (nothing is written) and flapping (one "flapping"
-alert, then nothing until the machine is stable; delivery.py announces "stable again").
+alert, then nothing until the machine is stable; chores.py announces "stable again").
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A silence covers one machine, one VNI or everything, from when it is made until `ends_at`. Ending one sets
 `ends_at` to now; the delivery worker's chores then announce, once, every machine in its scope that is still
-unreachable (delivery.conclude_silences). Open dashboards are told, so their silenced marks follow.
+unreachable (chores.conclude_silences). Open dashboards are told, so their silenced marks follow.
 """
 
 from __future__ import annotations

@@ -220,6 +220,47 @@ def test_a_channel_is_sent_to_once_an_alert_waited_the_window_or_a_group_is_comp
     assert not delivery.ready(alerts(backing_off=9), now, window, 5)
     assert delivery.ready(alerts(1, backing_off=5), now, window, 5)
     assert not delivery.ready(alerts(1, backing_off=4), now, window, 5)
+    # A worker that saw the group grow counts the quiet from then: rows whose transaction began 9 s ago but
+    # that it saw appear 7 s ago are no complete group yet; still, none waits longer than GROUP_MAX_WAIT.
+    seven_ago, eight_ago = now - timedelta(seconds=7), now - timedelta(seconds=8)
+    assert not delivery.ready(alerts(9, 9, 9, 9, 9, 9), now, window, 5, grew_at=seven_ago)
+    assert delivery.ready(alerts(9, 9, 9, 9, 9, 9), now, window, 5, grew_at=eight_ago)
+    assert delivery.ready(alerts(46, 9, 9, 9, 9, 9), now, window, 5, grew_at=now)
+    # A lone alert waits the window, whatever the worker saw.
+    assert delivery.ready(alerts(10), now, window, 5, grew_at=now)
+
+
+@pytest.mark.django_db
+def test_a_group_is_held_while_the_worker_sees_it_grow_and_sent_whole_once_it_stops(fast):
+    """The storm of make bench: the monitor commits batch after batch, each one's rows dated when its
+    transaction began. Judged by those dates alone, a group looked quiet while a slow batch was still being
+    written, and went out without it."""
+    fast.NOTIFY_GROUP_WINDOW = 10
+    ops = channel("json://127.0.0.1:9/x")
+    start = timezone.now()
+    growth = delivery.Growth()
+
+    def batch(size: int, began: float) -> None:
+        at = start + timedelta(seconds=began)
+        Notification.objects.bulk_create(
+            [Notification(channel=ops, kind=AlertKind.UNREACHABLE, hostname=f"h{n}", occurred_at=at,
+                          next_attempt_at=at) for n in range(size)],
+        )
+
+    def claim(at: float, memory: delivery.Growth = growth) -> list[delivery.Batch]:
+        return delivery.claim("w", 8, send_timeout=30, now=start + timedelta(seconds=at), growth=memory)
+
+    batch(1000, began=0)
+    assert claim(1) == []
+    # The next batch began at 0.5 s and is seen at 6 s: at 9 s its rows are 8.5 s old, but the group grew 3 s ago.
+    batch(1000, began=0.5)
+    assert claim(6) == []
+    assert claim(9) == []
+    assert claim(13.9) == []
+    # A worker that has just started has not seen it stop growing: it waits the quiet time itself.
+    assert claim(14, memory=delivery.Growth()) == []
+    [whole] = claim(14)
+    assert whole.size == 2000 and len(whole.parts) == 1
 
 
 
@@ -438,3 +479,37 @@ def test_a_silence_holds_alerts_and_then_announces_what_is_still_unreachable(fas
     ending.refresh_from_db()
     assert ending.concluded_at is not None
     assert Notification.objects.filter(kind=AlertKind.STILL_UNREACHABLE).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_deciding_at_once_take_a_channels_whole_group_or_none_of_it(fast):
+    """Each worker reads a channel's pending rows under lock before deciding: with SKIP LOCKED one could see
+    only the older rows (the other holding the rest) and send them as a "complete" group of their own."""
+    from django.db import connections
+
+    fast.NOTIFY_GROUP_WINDOW = 10
+    ops = channel("json://127.0.0.1:9/x")
+    old = timezone.now() - timedelta(seconds=30)
+    rounds, rows = 6, 6000
+    Notification.objects.bulk_create(
+        [Notification(channel=ops, kind=AlertKind.UNREACHABLE, hostname=f"h{n}", occurred_at=old,
+                      next_attempt_at=old) for n in range(rows)], batch_size=2000,
+    )
+    for _ in range(rounds):
+        start = threading.Barrier(2)
+        sizes: dict[str, list[int]] = {}
+
+        def take(token: str, sizes=sizes, start=start) -> None:
+            try:
+                start.wait()
+                sizes[token] = [batch.size for batch in delivery.claim(token, 8, send_timeout=30)]
+            finally:
+                connections.close_all()
+
+        threads = [threading.Thread(target=take, args=(token,)) for token in ("one", "two")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(sizes.values()) == [[], [rows]], sizes
+        Notification.objects.update(claimed_until=None, claim_token="")

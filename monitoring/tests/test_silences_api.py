@@ -8,7 +8,7 @@ from django.test import Client
 from django.utils import timezone
 
 from machines.models import Machine
-from monitoring.alerts import delivery, outbox
+from monitoring.alerts import chores, outbox
 from monitoring.models import AlertKind, Channel, Notification, Silence
 
 pytestmark = pytest.mark.django_db
@@ -258,8 +258,8 @@ class TestChange:
         assert _send(client, "delete", f"{LIST}/{silence.pk}", api_token).json()["ends_at"] == _iso(silence.ends_at)
         assert _get(client, token=api_token).json()["count"] == 0
         # The delivery worker's chores then announce the machine still down, once.
-        assert delivery.conclude_silences() == 1
+        assert chores.conclude_silences() == 1
         assert list(Notification.objects.values_list("kind", "machine_id")) == [
             (AlertKind.STILL_UNREACHABLE, down.pk)
         ]
-        assert delivery.conclude_silences() == 0
+        assert chores.conclude_silences() == 0
