@@ -30,6 +30,9 @@ run: bootstrap
 
 # The VXLAN lab (root): 5 hosts and the manager in network namespaces, the dashboard on http://127.0.0.1:8800/.
 # `make lab LAB_ARGS="--hosts 8 --port 8900"`; `make lab LAB_CMD=status|"fail h2"|"recover h2"|restart|down`.
+# Two overlays with a monitor each (PostgreSQL; the lab runs its own redis-server): `make lab LAB_ARGS="--vnis
+# 100,200 --monitors 2 --database-url postgres://postgres@127.0.0.1/vxlanmgr_lab"`, then
+# LAB_CMD="isolate --vni 100"|"rejoin --vni 100"|"kill-monitor 100"|"start-monitor 100".
 LAB_CMD ?= up
 lab: export VXLANMGR_LAB = 1
 lab: $(VENV)/.runtime

@@ -12,11 +12,21 @@
 #   ip address   --ip, else the first global IPv4 address of the interface
 #   mac address  --mac, else /sys/class/net/IF/address (or `ip link show dev IF`)
 #   vni          --vni, else `vxlan id N` from `ip -d link show dev IF`; none for a non-vxlan interface
+#   vtep         --vtep, else VXLANMGR_VTEP (environment, then config file), else the link's
+#                underlay tunnel endpoint: `local A` from `ip -d link show dev IF`, or without one
+#                the source address of the route to its `remote` (or `group`) address
+#   mtu          --mtu, else VXLANMGR_MTU (environment, then config file), else
+#                /sys/class/net/IF/mtu (or `mtu N` of `ip link show dev IF`)
 #   extra_data   --extra-json '{"rack": "r1"}' (a JSON object; omitted when not given)
+#
+# vtep and mtu are sent for a vxlan interface only, and left out when they cannot be read (busybox
+# ip shows no `local`: pass --vtep); the server then keeps what an earlier registration reported.
+# `--vtep none` / `--mtu none` send null, which clears them.
 #
 # URL and token: --url/--token, else the environment (VXLANMGR_URL, VXLANMGR_TOKEN), else the
 # config file (--config FILE, default /etc/vxlanmgr/register.conf). The file holds KEY=VALUE
-# lines (VXLANMGR_URL=, VXLANMGR_TOKEN=, VXLANMGR_INTERFACE=); it is parsed, never sourced.
+# lines (VXLANMGR_URL=, VXLANMGR_TOKEN=, VXLANMGR_INTERFACE=, VXLANMGR_VTEP=, VXLANMGR_MTU=);
+# it is parsed, never sourced.
 # Prefer the file (mode 0600) or the environment over --token: arguments are visible in `ps`.
 # The token is handed to curl on stdin (to wget in a private temporary file), never as an argument.
 #
@@ -49,7 +59,7 @@ usage() {
 Usage: $PROG [options]
 
 Register this host with vxlanmgr: PUT {url}/api/machines/{ip} with its host name,
-VXLAN interface address, MAC address and VNI.
+VXLAN interface address, MAC address, VNI, VTEP address and MTU.
 
 Options:
   --url URL            vxlanmgr base URL, e.g. https://vxlanmgr.example.com  [VXLANMGR_URL]
@@ -60,6 +70,9 @@ Options:
   --ip ADDRESS         IPv4 address to send (default: first global IPv4 of the interface)
   --mac MAC            MAC address to send (default: the interface's)
   --vni N              VNI to send (default: the vxlan id of the interface)
+  --vtep ADDRESS       underlay VTEP address to send, or none (default: the vxlan link's
+                       local address)  [VXLANMGR_VTEP]
+  --mtu N              MTU to send, or none (default: the vxlan link's)  [VXLANMGR_MTU]
   --extra-json JSON    extra_data to send, a JSON object such as '{"rack":"r1"}'
   --max-attempts N     attempts before giving up on network errors, 429 and 503 (default 6)
   --timeout S          seconds allowed for each HTTP request (default 20)
@@ -264,6 +277,7 @@ server_message() {
 # ---------------------------------------------------------------- arguments and configuration
 
 ARG_URL='' ARG_TOKEN='' ARG_CONFIG='' ARG_INTERFACE='' ARG_HOSTNAME='' ARG_IP='' ARG_MAC='' ARG_VNI=''
+ARG_VTEP='' ARG_MTU=''
 EXTRA_JSON='' HAVE_EXTRA=0 MAX_ATTEMPTS=6 TIMEOUT=20 DRY_RUN=0
 
 need_value() {
@@ -291,7 +305,7 @@ while [ $# -gt 0 ]; do
         shift
         continue
         ;;
-    --url | --token | --config | --interface | --hostname | --ip | --mac | --vni | --extra-json | --max-attempts | --timeout)
+    --url | --token | --config | --interface | --hostname | --ip | --mac | --vni | --vtep | --mtu | --extra-json | --max-attempts | --timeout)
         need_value "$opt" $#
         val=$2
         shift 2
@@ -309,6 +323,8 @@ while [ $# -gt 0 ]; do
     --ip) ARG_IP=$val ;;
     --mac) ARG_MAC=$val ;;
     --vni) ARG_VNI=$val ;;
+    --vtep) ARG_VTEP=$val ;;
+    --mtu) ARG_MTU=$val ;;
     --extra-json)
         EXTRA_JSON=$val
         HAVE_EXTRA=1
@@ -331,7 +347,7 @@ BASE_MS=$(awk -v v="$RETRY_BASE" 'BEGIN { printf "%d", v * 1000 + 0.5 }')
 [ "$BASE_MS" -le 600000 ] || die 1 "VXLANMGR_RETRY_BASE must be at most 600 seconds, got '$RETRY_BASE'"
 CAP_MS=$((BASE_MS * 30))
 
-CFG_URL='' CFG_TOKEN='' CFG_INTERFACE=''
+CFG_URL='' CFG_TOKEN='' CFG_INTERFACE='' CFG_VTEP='' CFG_MTU=''
 
 strip_blanks() {
     # Leading and trailing spaces and tabs removed.
@@ -373,6 +389,8 @@ read_config() {
         VXLANMGR_URL) CFG_URL=$_value ;;
         VXLANMGR_TOKEN) CFG_TOKEN=$_value ;;
         VXLANMGR_INTERFACE) CFG_INTERFACE=$_value ;;
+        VXLANMGR_VTEP) CFG_VTEP=$_value ;;
+        VXLANMGR_MTU) CFG_MTU=$_value ;;
         *) warn "$_file:$_lineno: ignoring unknown key '$_key'" ;;
         esac
     done <"$_file"
@@ -407,6 +425,8 @@ pick() {
 URL=$(pick "$ARG_URL" "${VXLANMGR_URL:-}" "$CFG_URL")
 TOKEN=$(pick "$ARG_TOKEN" "${VXLANMGR_TOKEN:-}" "$CFG_TOKEN")
 INTERFACE=$(pick "$ARG_INTERFACE" "${VXLANMGR_INTERFACE:-}" "$CFG_INTERFACE")
+VTEP=$(pick "$ARG_VTEP" "${VXLANMGR_VTEP:-}" "$CFG_VTEP")
+MTU=$(pick "$ARG_MTU" "${VXLANMGR_MTU:-}" "$CFG_MTU")
 
 [ -n "$URL" ] || die 1 "no server URL: pass --url, set VXLANMGR_URL, or put VXLANMGR_URL= in $CONFIG_FILE"
 [ -n "$TOKEN" ] || die 1 "no token: pass --token, set VXLANMGR_TOKEN, or put VXLANMGR_TOKEN= in $CONFIG_FILE"
@@ -494,6 +514,35 @@ detect_vni() {
         { for (k = 1; k < NF - 1; k++) if ($k == "vxlan" && $(k + 1) == "id") { print $(k + 2); exit } }'
 }
 
+# word_after WORD — the word following WORD on stdin ("local" in "vxlan id 7 local 192.0.2.5 ...").
+word_after() {
+    awk -v w="$1" '{ for (k = 1; k < NF; k++) if ($k == w) { print $(k + 1); exit } }'
+}
+
+detect_vtep() {
+    # The vxlan link's underlay address, empty when it has none; fails when `ip` shows no details
+    # (busybox). Without `local` the kernel sends from the source address of the route towards the
+    # remote end or the multicast group, so that is the VTEP.
+    _details=$(ip -d link show dev "$1" 2>/dev/null | awk '$1 == "vxlan" { print; exit }')
+    [ -n "$_details" ] || return 1
+    _vtep=$(printf '%s\n' "$_details" | word_after local)
+    if [ -z "$_vtep" ]; then
+        _peer=$(printf '%s\n' "$_details" | word_after remote)
+        [ -n "$_peer" ] || _peer=$(printf '%s\n' "$_details" | word_after group)
+        [ -z "$_peer" ] || _vtep=$(ip -o route get "$_peer" 2>/dev/null | word_after src)
+    fi
+    printf '%s' "$_vtep"
+}
+
+detect_mtu() {
+    _mtu=
+    if [ -r "/sys/class/net/$1/mtu" ]; then
+        _mtu=$(cat "/sys/class/net/$1/mtu" 2>/dev/null)
+    fi
+    is_uint "$_mtu" || _mtu=$(ip -o link show dev "$1" 2>/dev/null | word_after mtu)
+    printf '%s' "$_mtu"
+}
+
 if [ -n "$ARG_HOSTNAME" ]; then
     HOSTNAME_VALUE=$ARG_HOSTNAME
 else
@@ -529,10 +578,13 @@ else
     esac
 fi
 
+IS_VXLAN=0
+is_vxlan "$INTERFACE" && IS_VXLAN=1
+
 if [ -n "$ARG_VNI" ]; then
     is_uint "$ARG_VNI" || die 1 "--vni must be a whole number, got '$ARG_VNI'"
     VNI=$ARG_VNI
-elif is_vxlan "$INTERFACE"; then
+elif [ "$IS_VXLAN" = 1 ]; then
     VNI=$(detect_vni "$INTERFACE")
     is_uint "$VNI" ||
         die 2 "cannot read the VNI of $INTERFACE (needs iproute2's 'ip -d link'; busybox ip cannot); pass --vni"
@@ -540,10 +592,52 @@ else
     VNI=
 fi
 
+valid_vtep() {
+    case $1 in
+    '' | *[!0-9a-fA-F.:]*) return 1 ;;
+    esac
+    return 0
+}
+
+valid_mtu() {
+    # Leading zeros are left out by the caller: they are not JSON.
+    is_uint "$1" && [ ${#1} -le 5 ] && [ "$1" -ge 68 ] && [ "$1" -le 65535 ]
+}
+
+# Given ones are checked; detected ones that cannot be read or make no sense are left out, and the server
+# keeps what it has: a registration must not fail for them.
+if [ -n "$VTEP" ]; then
+    [ "$VTEP" = none ] || valid_vtep "$VTEP" ||
+        die 1 "the VTEP address (--vtep, VXLANMGR_VTEP) must be an IP address or none, got '$VTEP'"
+elif [ "$IS_VXLAN" = 1 ]; then
+    VTEP=$(detect_vtep "$INTERFACE") ||
+        warn "cannot read the VTEP address of $INTERFACE (needs iproute2's 'ip -d link'); pass --vtep"
+    valid_vtep "$VTEP" || VTEP=
+fi
+if [ -n "$MTU" ]; then
+    _given=$MTU
+    is_uint "$MTU" && MTU=${MTU#"${MTU%%[!0]*}"}
+    [ "$MTU" = none ] || valid_mtu "$MTU" ||
+        die 1 "the MTU (--mtu, VXLANMGR_MTU) must be a whole number from 68 to 65535 or none, got '$_given'"
+elif [ "$IS_VXLAN" = 1 ]; then
+    MTU=$(detect_mtu "$INTERFACE")
+    valid_mtu "$MTU" || MTU=
+fi
+
 # ---------------------------------------------------------------- the request
 
 BODY="{\"hostname\":$(json_str "$HOSTNAME_VALUE"),\"mac_address\":$(json_str "$MAC")"
 [ -n "$VNI" ] && BODY="$BODY,\"vni\":$VNI"
+case $VTEP in
+'') ;;
+none) BODY="$BODY,\"vtep\":null" ;;
+*) BODY="$BODY,\"vtep\":$(json_str "$VTEP")" ;;
+esac
+case $MTU in
+'') ;;
+none) BODY="$BODY,\"mtu\":null" ;;
+*) BODY="$BODY,\"mtu\":$MTU" ;;
+esac
 [ "$HAVE_EXTRA" = 1 ] && BODY="$BODY,\"extra_data\":$EXTRA_JSON"
 BODY="$BODY}"
 REQUEST_URL="$URL/api/machines/$IP"

@@ -2,12 +2,14 @@
 through Apprise's ``json://`` and appends each one as a line of JSON to a file, which ``vxlanlab alerts`` prints.
 
 It listens on 127.0.0.1 inside the manager's namespace, the one place the lab's web and monitor (both in that
-namespace) reach and nothing else does. Only the standard library: ``python -m lab.receiver --port P --output F``.
+namespace) reach and nothing else does; with --monitors, one more in each monitor's namespace. Only the standard
+library: ``python -m lab.receiver --port P --output F``.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import threading
 from datetime import UTC, datetime
@@ -37,7 +39,10 @@ class _Handler(BaseHTTPRequestHandler):
         record = {"received_at": datetime.now(UTC).isoformat(timespec="milliseconds"), "path": self.path,
                   "payload": payload}
         with self.server.lock, open(self.server.output, "a", encoding="utf-8") as handle:
+            # With --monitors a receiver runs in every monitor's namespace too, all appending to this one file.
+            fcntl.flock(handle, fcntl.LOCK_EX)
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            handle.flush()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", "2")

@@ -79,6 +79,11 @@ class State:
     forwarder: Proc | None = None
     receiver: Proc | None = None  # the webhook receiver in the manager's namespace
     failed: dict[str, str] = dataclasses.field(default_factory=dict)  # host key -> how it was failed
+    # With --monitors: the lab's Redis, and per VNI (as a string: JSON keys) its monitor and that namespace's
+    # receiver (a monitor delivers alerts too, and reaches only its own namespace's loopback).
+    redis: Proc | None = None
+    monitors: dict[str, Proc | None] = dataclasses.field(default_factory=dict)
+    monitor_receivers: dict[str, Proc | None] = dataclasses.field(default_factory=dict)
 
     @property
     def plan(self) -> Plan:
@@ -95,6 +100,21 @@ class State:
     @property
     def manager_log(self) -> Path:
         return self.directory / "manager.log"
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.directory / "redis.sock"
+
+    @property
+    def redis_url(self) -> str:
+        """The lab's Redis (with --monitors), for web and monitors alike; empty without monitors."""
+        return f"unix://{self.redis_socket}?db=0" if self.config.monitors else ""
+
+    def monitor_log(self, vni: int) -> Path:
+        return self.directory / f"monitor-{vni}.log"
+
+    def monitor(self, vni: int) -> Proc | None:
+        return self.monitors.get(str(vni))
 
     @property
     def alerts_path(self) -> Path:
@@ -118,8 +138,10 @@ def load_state(directory: Path) -> State | None:
         data = json.loads((directory / "state.json").read_text())
         data["directory"] = Path(directory)
         data["config"] = Config(**data["config"])
-        for key in ("manager", "forwarder", "receiver"):
+        for key in ("manager", "forwarder", "receiver", "redis"):
             data[key] = Proc(**data[key]) if data.get(key) else None
+        for key in ("monitors", "monitor_receivers"):
+            data[key] = {vni: Proc(**proc) if proc else None for vni, proc in data.get(key, {}).items()}
         return State(**data)
     except (OSError, ValueError, TypeError, KeyError):
         return None

@@ -12,12 +12,21 @@ Topology with the defaults (``manage.py vxlanlab up``, root only)::
     ...             (h2 … h5: .12 … .15)
     root namespace  socat 127.0.0.1:8800 -> var/lab/web.sock          the dashboard in the normal browser
 
-The VXLAN links (``type vxlan id VNI group 239.1.1.1 dev eth0``) form one overlay over the bridge. Nothing is
+With ``--vnis 100,200`` each VNI is an overlay of its own (``vxlan200``, ``10.200.0.0/24``): the hosts are split
+between them, the manager has a link and its .1 on each. With ``--monitors 2`` as well, the manager runs
+``serve --monitor no`` and each VNI gets a monitor namespace (``vxlab-lab-mon100``: underlay .2, ``vxlan100``
+10.100.0.2, host name ``lab-mon100``) running ``manage.py monitor --scope vni=100 --name lab-monitor-100``; all of
+them use the PostgreSQL of ``--database-url`` through its Unix socket and a ``redis-server`` the lab starts on
+``VAR_DIR/lab/redis.sock`` (root namespace, no TCP port). ``isolate``/``rejoin`` take the checking side's vxlan
+links down and up: each monitor's with ``--monitors``, else the manager's.
+
+The VXLAN links (``type vxlan id VNI group 239.1.1.1 dev eth0``) form the overlays over the bridge. Nothing is
 added to the root namespace but the loopback forwarder: no link, no address, no route; the lab namespaces
 have connected routes only, never a default route, so nothing is routed out of the lab.
 
 The manager sends its alerts (VXLANMGR_NOTIFY_URLS) to the lab's webhook receiver on its namespace's loopback,
-which appends them to ``VAR_DIR/lab/alerts.jsonl`` for ``vxlanlab alerts``.
+which appends them to ``VAR_DIR/lab/alerts.jsonl`` for ``vxlanlab alerts``; each monitor namespace has a receiver
+too (monitors deliver alerts as well), writing to the same file.
 
 The lab keeps its state (namespaces, the manager's, the receiver's and the forwarder's pid, the tokens, the
 dashboard URL) in ``VAR_DIR/lab/state.json``; ``down`` removes everything, and cleans up by name prefix when the
@@ -47,12 +56,17 @@ from .manager import (
     prepare_database,
     start_forwarder,
     start_manager,
+    start_monitor,
     start_receiver,
+    start_redis,
+    stop_monitors,
+    stop_redis,
     wait_for_manager,
 )
 from .netns import NetNS, NetnsError
 from .plan import (
     BRIDGE,
+    MONITOR_TOOLS,
     MULTICAST_GROUP,
     RECEIVER_URL,
     REQUIRED_TOOLS,
@@ -70,10 +84,11 @@ from .plan import (
 from .state import Proc, State, load_state
 
 
-def check_prerequisites(port: int | None = None) -> None:
+def check_prerequisites(port: int | None = None, *, monitors: bool = False) -> None:
     if os.geteuid() != 0:
         raise LabError("the lab needs root (network namespaces): run it with sudo")
-    missing = [f"{tool} (Debian: {package})" for tool, package in REQUIRED_TOOLS.items() if not shutil.which(tool)]
+    tools = {**REQUIRED_TOOLS, **(MONITOR_TOOLS if monitors else {})}
+    missing = [f"{tool} (Debian: {package})" for tool, package in tools.items() if not shutil.which(tool)]
     if missing:
         raise LabError("the lab needs " + ", ".join(missing))
     if port is not None:
@@ -88,23 +103,35 @@ def check_prerequisites(port: int | None = None) -> None:
 
 
 def build_topology(plan: Plan) -> None:
-    """Create the namespaces, the underlay bridge and the VXLAN overlay."""
+    """Create the namespaces, the underlay bridge and the VXLAN overlays."""
     switch = NetNS(plan.switch).create()
     _quiet_ipv6(switch)
     # No multicast snooping: with no querier on the segment, the VXLAN group traffic must simply be flooded.
     switch.ip("link", "add", BRIDGE, "type", "bridge", "mcast_snooping", "0")
     switch.link_up(BRIDGE)
-    members = [(plan.manager, "mgr", plan.manager_underlay_ip, plan.manager_overlay_ip)]
-    members += [(host.namespace, host.key, host.underlay_ip, host.overlay_ip) for host in plan.hosts]
-    for name, port, underlay_ip, overlay_ip in members:
+    # (namespace, switch port, underlay address, [(segment, overlay address)]): the manager is on every overlay,
+    # a monitor and a host on their VNI's only.
+    members = [
+        (plan.manager, "mgr", plan.manager_underlay_ip, [(seg, seg.manager_overlay_ip) for seg in plan.segments])
+    ]
+    members += [
+        (node.namespace, f"m{node.vni}", node.underlay_ip, [(plan.segment(node.vni), node.overlay_ip)])
+        for node in plan.monitors
+    ]
+    members += [
+        (host.namespace, host.key, host.underlay_ip, [(plan.segment(host.vni), host.overlay_ip)])
+        for host in plan.hosts
+    ]
+    for name, port, underlay_ip, overlays in members:
         ns = NetNS(name).create()
         _quiet_ipv6(ns)
         netns.veth(ns, switch, f"{underlay_ip}/{plan.underlay_prefixlen}", None, name_a=UNDERLAY_DEV, name_b=port)
         switch.ip("link", "set", port, "master", BRIDGE)
-        netns.vxlan(
-            ns, plan.config.vni, local=underlay_ip, dev=UNDERLAY_DEV, group=MULTICAST_GROUP, learning=True,
-            name=plan.vxlan_dev, address=f"{overlay_ip}/{plan.overlay_prefixlen}",
-        )
+        for segment, overlay_ip in overlays:
+            netns.vxlan(
+                ns, segment.vni, local=underlay_ip, dev=UNDERLAY_DEV, group=MULTICAST_GROUP, learning=True,
+                name=segment.vxlan_dev, address=f"{overlay_ip}/{segment.prefixlen}",
+            )
 
 
 def _quiet_ipv6(ns: NetNS) -> None:
@@ -138,7 +165,7 @@ def register_command(state: State, host: Host, *script_args: str) -> tuple[list[
     env = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "LANG": "C.UTF-8",
-        "VXLANMGR_URL": state.plan.manager_url,
+        "VXLANMGR_URL": state.plan.manager_url_for(host.vni),
         "VXLANMGR_TOKEN": state.register_token,
         "VXLANMGR_RETRY_BASE": "0.5",
     }
@@ -186,7 +213,7 @@ def fail(state: State, host: Host, mode: str = "silent") -> None:
     if mode == "silent":
         ns.sysctl("net.ipv4.icmp_echo_ignore_all", 1)
     elif mode == "link-down":
-        ns.ip("link", "set", state.plan.vxlan_dev, "down")
+        ns.ip("link", "set", host.vxlan_dev, "down")
     else:
         raise LabError(f"unknown failure mode {mode!r} (silent or link-down)")
     state.failed[host.key] = mode
@@ -202,7 +229,7 @@ def heal(state: State, host: Host) -> None:
     """Undo any failure (the host answers again) without registering."""
     ns = NetNS(host.namespace)
     ns.sysctl("net.ipv4.icmp_echo_ignore_all", 0)
-    ns.link_up(state.plan.vxlan_dev)
+    ns.link_up(host.vxlan_dev)
     state.failed.pop(host.key, None)
 
 
@@ -218,12 +245,54 @@ def host_condition(state: State, host: Host) -> str:
     ns = NetNS(host.namespace)
     if not ns.exists:
         return "namespace missing"
-    link = ns.ip("-o", "link", "show", "dev", state.plan.vxlan_dev)
-    if "state DOWN" in link or ",UP" not in link:
+    if not link_is_up(ns, host.vxlan_dev):
         return "overlay link down"
     if ns.read_sysctl("net.ipv4.icmp_echo_ignore_all") != "0":
         return "silent (ignores echo requests)"
     return "answering"
+
+
+def link_is_up(ns: NetNS, dev: str) -> bool:
+    link = ns.ip("-o", "link", "show", "dev", dev)
+    return "state DOWN" not in link and ",UP" in link
+
+
+# ---------------------------------------------------------------------------------------------- the monitors' side
+
+
+def checking_links(state: State, vni: int | None = None) -> list[tuple[str, NetNS, str]]:
+    """The overlay links the monitoring depends on: (whose, namespace, link). With --monitors, each
+    monitor's link of its VNI; without, the manager's link on each overlay. ``vni`` picks one overlay."""
+    plan = state.plan
+    if vni is not None:
+        plan.segment(vni)
+    if plan.monitors:
+        return [
+            (f"monitor {node.name} on VNI {node.vni}", NetNS(node.namespace), node.vxlan_dev)
+            for node in plan.monitors if vni in (None, node.vni)
+        ]
+    return [
+        (f"manager on VNI {segment.vni}", NetNS(plan.manager), segment.vxlan_dev)
+        for segment in plan.segments if vni in (None, segment.vni)
+    ]
+
+
+def isolate(state: State, vni: int | None = None) -> list[str]:
+    """Cut the monitoring side off its overlay (its vxlan link down: the connected route goes with it), as a
+    failed NIC, cable or switch port on the monitor's machine would; the hosts stay as they are."""
+    done = []
+    for label, ns, dev in checking_links(state, vni):
+        ns.ip("link", "set", dev, "down")
+        done.append(f"{label}: {dev} in {ns.name} is down")
+    return done
+
+
+def rejoin(state: State, vni: int | None = None) -> list[str]:
+    done = []
+    for label, ns, dev in checking_links(state, vni):
+        ns.link_up(dev)
+        done.append(f"{label}: {dev} in {ns.name} is up")
+    return done
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.3) -> bool:
@@ -262,9 +331,15 @@ def new_state(directory: Path, config: Config, database_url: str = "", environ: 
 
 
 def up(directory: Path, config: Config, *, database_url: str = "", say: Callable[[str], None] = print) -> State:
-    """Build the lab, start the manager and the forwarder, register every host; torn down again on failure."""
-    check_prerequisites()
+    """Build the lab, start the manager (and the monitors) and the forwarder, register every host; torn down
+    again on failure."""
+    check_prerequisites(monitors=bool(config.monitors))
     plan = make_plan(config)
+    if plan.monitors and not lab_database_url(database_url).startswith(("postgres:", "postgresql:", "pgsql:")):
+        raise LabError(
+            "--monitors needs --database-url with a PostgreSQL on this machine (postgres://user@127.0.0.1/NAME): "
+            "the web process and the monitors, each in a namespace of its own, share it through its Unix socket"
+        )
     existing = load_state(directory)
     if existing and existing.manager and existing.manager.alive():
         raise LabError(f"a lab is already up ({existing.url}); see `vxlanlab status`, or `vxlanlab down` first")
@@ -277,27 +352,37 @@ def up(directory: Path, config: Config, *, database_url: str = "", say: Callable
             f"namespaces of a lab named {config.name!r} exist already ({', '.join(leftovers)}): choose another "
             f"--name, or remove them with `vxlanlab down --name {config.name}`"
         )
-    check_prerequisites(config.port)
-    if len(str(directory / "web.sock")) > 100:
+    check_prerequisites(config.port, monitors=bool(config.monitors))
+    if len(str(directory / "redis.sock")) > 100:
         raise LabError(f"{directory} is too long a path for a Unix socket; set VXLANMGR_VAR_DIR shorter")
     state = new_state(directory, config, database_url)
     state.save()
     try:
-        say(f"Creating {len(plan.namespaces)} namespaces: underlay {config.underlay}, "
-            f"VXLAN {config.vni} overlay {config.overlay} …")
+        overlays = ", ".join(f"VXLAN {segment.vni} overlay {segment.overlay}" for segment in plan.segments)
+        say(f"Creating {len(plan.namespaces)} namespaces: underlay {config.underlay}, {overlays} …")
         build_topology(plan)
+        if plan.monitors:
+            say(f"Starting the lab's Redis on {state.redis_socket} …")
+            start_redis(state)
+            state.save()
         say(f"Starting the alert receiver in {plan.manager} ({RECEIVER_URL}) …")
         start_receiver(state)
         state.save()
         say("Preparing the manager's database …")
         prepare_database(state)
         state.save()
-        say(f"Starting the manager in {plan.manager} ({plan.manager_url} and {state.socket_path}) …")
+        urls = " and ".join(plan.manager_url_for(segment.vni) for segment in plan.segments)
+        what = "the web process" if plan.monitors else "the manager"
+        say(f"Starting {what} in {plan.manager} ({urls} and {state.socket_path}) …")
         start_manager(state)
         state.save()
         wait_for_manager(state)
         start_forwarder(state)
         state.save()
+        for node in plan.monitors:
+            say(f"Starting monitor {node.name} in {node.namespace} (--scope {node.scope}) …")
+            start_monitor(state, node.vni)
+            state.save()
         say(f"Registering {len(plan.hosts)} hosts with docs/register-machine.sh …")
         register_all(state)
         if not wait_until(lambda: all_active(state), 60):
@@ -311,9 +396,10 @@ def up(directory: Path, config: Config, *, database_url: str = "", say: Callable
 
 
 def down(directory: Path, name: str = "lab", *, say: Callable[[str], None] = print) -> list[str]:
-    """Stop the forwarder and the manager, delete the namespaces and the lab's files; returns what was removed.
+    """Stop the forwarder, the manager, the monitors and Redis, delete the namespaces and the lab's files; returns
+    what was removed.
 
-    Works from the saved state, and by name prefix (namespaces) and socket path (forwarder) without it.
+    Works from the saved state, and by name prefix (namespaces) and socket path (forwarder, Redis) without it.
     """
     state = load_state(directory)
     if state:
@@ -329,9 +415,13 @@ def down(directory: Path, name: str = "lab", *, say: Callable[[str], None] = pri
     if state and state.manager and state.manager.alive():
         state.manager.stop(signal.SIGTERM, timeout=8)  # let it finish its writes; the namespace goes next anyway
         removed.append(f"manager (pid {state.manager.pid})")
-    if state and state.receiver and state.receiver.alive():  # without the state, removing the namespace ends it
+    if state:  # without the state, removing the namespaces ends them
+        removed += stop_monitors(state)
+    if state and state.receiver and state.receiver.alive():
         state.receiver.stop()
         removed.append(f"alert receiver (pid {state.receiver.pid})")
+    # The lab's Redis runs in this namespace, not in the lab's: removing those would not end it.
+    removed += stop_redis(state, directory / "redis.sock")
     for namespace in remove_namespaces(name):
         removed.append(f"namespace {namespace}")
     if directory.is_dir():

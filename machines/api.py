@@ -152,6 +152,15 @@ def describe(machine: Machine) -> dict:
     return data
 
 
+def describe_page(machines: list[Machine]) -> list[dict]:
+    """A page of machines' JSON with what the layers above add to each (signals.describe_machines)."""
+    pages = [machine.to_dict() for machine in machines]
+    for _receiver, extras in signals.describe_machines.send(sender=Machine, machines=machines):
+        for data, machine in zip(pages, machines, strict=True):
+            data.update({key: value for key, value in (extras or {}).get(machine.pk, {}).items() if key not in data})
+    return pages
+
+
 def _delete(request: HttpRequest, key: str) -> HttpResponse:
     token = authenticate(request.META.get("HTTP_AUTHORIZATION", ""))
     if token is None:
@@ -230,6 +239,6 @@ def machine_list(request: HttpRequest) -> HttpResponse:
             "count": machines.count(),
             "page": page,
             "page_size": page_size,
-            "results": [machine.to_dict() for machine in machines[start : start + page_size]],
+            "results": describe_page(list(machines[start : start + page_size])),
         }
     )

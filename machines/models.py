@@ -16,6 +16,10 @@ class Machine(models.Model):
     ip_address = models.GenericIPAddressField(_("IP address"), unique=True)
     mac_address = models.CharField(_("MAC address"), max_length=17)
     vni = models.PositiveIntegerField(_("VNI"), null=True, blank=True)
+    # The host's underlay tunnel endpoint (`local` of its vxlan link) and the overlay link's MTU, as the
+    # register script reports them: hosts behind one VTEP fail together when that VTEP goes.
+    vtep = models.GenericIPAddressField(_("VTEP address"), null=True, blank=True)
+    mtu = models.PositiveIntegerField(_("MTU"), null=True, blank=True)
     extra_data = models.JSONField(_("extra data"), default=dict, blank=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     registered_at = models.DateTimeField(_("registered"), default=timezone.now)
@@ -44,6 +48,8 @@ class Machine(models.Model):
             models.Index(fields=["status", "hostname"]),
             models.Index(fields=["hostname"]),
             models.Index(fields=["next_check_at"]),
+            # Alerts count the hosts behind one VTEP when several of them fail together.
+            models.Index(fields=["vtep"]),
         ]
 
     def __str__(self) -> str:
@@ -60,6 +66,8 @@ class Machine(models.Model):
             "ip_address": self.ip_address,
             "mac_address": self.mac_address,
             "vni": self.vni,
+            "vtep": self.vtep,
+            "mtu": self.mtu,
             "status": self.status,
             "extra_data": self.extra_data,
             "registered_at": _iso(self.registered_at),
@@ -81,14 +89,17 @@ class MachineEvent(models.Model):
         RECOVERED = "recovered", _("Recovered")
         DELETED = "deleted", _("Deleted")
         MAC_CHANGED = "mac_changed", _("MAC address changed")
+        # About a monitor, not a machine: `hostname` names the monitor, and there is no address.
+        MONITOR_ISOLATED = "monitor_isolated", _("Monitor cut off")
+        MONITOR_REJOINED = "monitor_rejoined", _("Monitor reconnected")
 
     machine = models.ForeignKey(
         Machine, null=True, blank=True, on_delete=models.SET_NULL, related_name="log_entries",
         verbose_name=_("machine"),
     )
     hostname = models.CharField(_("host name"), max_length=253)
-    ip_address = models.GenericIPAddressField(_("IP address"))
-    mac_address = models.CharField(_("MAC address"), max_length=17)
+    ip_address = models.GenericIPAddressField(_("IP address"), null=True, blank=True)
+    mac_address = models.CharField(_("MAC address"), max_length=17, blank=True)
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
     detail = models.TextField(_("detail"), blank=True)
     actor = models.CharField(_("by"), max_length=150, blank=True)
@@ -100,7 +111,8 @@ class MachineEvent(models.Model):
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
-        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_kind_display()} {self.hostname} ({self.ip_address})"
+        where = f" ({self.ip_address})" if self.ip_address else ""
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.get_kind_display()} {self.hostname}{where}"
 
     @classmethod
     def snapshot(cls, machine: Machine, kind: str, detail: str = "") -> "MachineEvent":

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from . import signals
 from .models import Machine, MachineEvent
-from .validation import Registration
+from .validation import Keep, Registration
 
 # Lines written while a request is handled carry its request id (vxlanmgr.request_id); each names the machine by
 # id and address, which is how the monitor's lines name it too.
@@ -117,6 +117,8 @@ def register_machine(data: Registration) -> RegisterResult:
                         mac_address=data.mac_address,
                         vni=data.vni,
                         extra_data=data.extra_data,
+                        vtep=None if data.vtep is Keep.KEEP else data.vtep,
+                        mtu=None if data.mtu is Keep.KEEP else data.mtu,
                         registered_at=now,
                         last_registered_at=now,
                         next_check_at=now,
@@ -164,11 +166,17 @@ def _apply_update(machine: Machine, data: Registration, now: datetime) -> None:
             "machine %d %s: MAC address changed from %s to %s; check for an address conflict", machine.pk,
             machine.ip_address, machine.mac_address, data.mac_address, extra=_about(machine),
         )
-    changed = (machine.hostname, machine.vni, machine.extra_data) != (data.hostname, data.vni, data.extra_data)
+    vtep = machine.vtep if data.vtep is Keep.KEEP else data.vtep
+    mtu = machine.mtu if data.mtu is Keep.KEEP else data.mtu
+    changed = (machine.hostname, machine.vni, machine.extra_data, machine.vtep, machine.mtu) != (
+        data.hostname, data.vni, data.extra_data, vtep, mtu
+    )
     machine.hostname = data.hostname
     machine.mac_address = data.mac_address
     machine.vni = data.vni
     machine.extra_data = data.extra_data
+    machine.vtep = vtep
+    machine.mtu = mtu
     machine.last_registered_at = now
     signals.machine_reregistered.send(Machine, machine=machine, now=now)
     machine.save()

@@ -5,6 +5,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from enum import Enum
 
 from django.conf import settings
 from django.utils.translation import gettext as _
@@ -20,13 +21,22 @@ _MAC_FORMS = (
     re.compile(r"^([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})-([0-9a-f]{2})$", re.I),
     re.compile(r"^([0-9a-f]{2})([0-9a-f]{2})\.([0-9a-f]{2})([0-9a-f]{2})\.([0-9a-f]{2})([0-9a-f]{2})$", re.I),
 )
-_KNOWN_FIELDS = {"hostname", "mac_address", "vni", "extra_data"}
+# The smallest MTU IPv4 allows (RFC 791), and the largest a link can report.
+MIN_MTU = 68
+MAX_MTU = 65535
+_KNOWN_FIELDS = {"hostname", "mac_address", "vni", "extra_data", "vtep", "mtu"}
 
 
 class InvalidInput(Exception):
     def __init__(self, errors: dict[str, list[str]]):
         super().__init__(errors)
         self.errors = errors
+
+
+class Keep(Enum):
+    """A field the registration left out: the stored value stays (null clears it)."""
+
+    KEEP = "keep"
 
 
 @dataclass
@@ -36,10 +46,14 @@ class Registration:
     mac_address: str
     vni: int | None = None
     extra_data: dict = field(default_factory=dict)
+    # Facts about the host's underlay, which an older script or a host without iproute2 may not know: a
+    # registration without them must not wipe what an earlier one reported.
+    vtep: str | Keep | None = Keep.KEEP
+    mtu: int | Keep | None = Keep.KEEP
 
 
-def normalise_ip(value: object) -> str:
-    """The canonical text of an IPv4 or IPv6 address; IPv4-mapped IPv6 becomes plain IPv4."""
+def _unicast_address(value: object) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The address in `value`, IPv4-mapped IPv6 as plain IPv4; neither unspecified nor multicast."""
     if not isinstance(value, str) or not value or len(value) > 45:
         raise ValueError(_("Enter a valid IPv4 or IPv6 address."))
     if "%" in value:
@@ -52,6 +66,12 @@ def normalise_ip(value: object) -> str:
         address = address.ipv4_mapped
     if address.is_unspecified or address.is_multicast:
         raise ValueError(_("The address cannot be unspecified or multicast."))
+    return address
+
+
+def normalise_ip(value: object) -> str:
+    """The canonical text of an IPv4 or IPv6 address; IPv4-mapped IPv6 becomes plain IPv4."""
+    address = _unicast_address(value)
     refusal = address_refusal(address)
     if refusal:
         raise ValueError(refusal)
@@ -134,6 +154,24 @@ def normalise_vni(value: object) -> int | None:
     return value
 
 
+def normalise_vtep(value: object) -> str | None:
+    """The host's tunnel endpoint on the underlay, canonical. VXLANMGR_ALLOWED_PREFIXES is about overlay
+    addresses the monitor pings, so it does not apply: a lab's VTEP is often a loopback address."""
+    if value is None:
+        return None
+    return str(_unicast_address(value))
+
+
+def normalise_mtu(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not MIN_MTU <= value <= MAX_MTU:
+        raise ValueError(
+            _("The MTU must be a whole number from %(min)d to %(max)d.") % {"min": MIN_MTU, "max": MAX_MTU}
+        )
+    return value
+
+
 def normalise_extra_data(value: object) -> dict:
     if value is None:
         return {}
@@ -179,13 +217,19 @@ def parse_registration(ip: str, payload: object) -> Registration:
         raise InvalidInput({"body": [_("The body must be a JSON object.")]})
     errors: dict[str, list[str]] = {}
     cleaned: dict[str, object] = {}
-    checks = (
+    checks = [
         ("ip_address", ip, normalise_ip),
         ("hostname", payload.get("hostname"), normalise_hostname),
         ("mac_address", payload.get("mac_address"), normalise_mac),
         ("vni", payload.get("vni"), normalise_vni),
         ("extra_data", payload.get("extra_data"), normalise_extra_data),
-    )
+    ]
+    # Left out, these keep what the machine has (Registration's defaults); null clears them.
+    checks += [
+        (name, payload[name], check)
+        for name, check in (("vtep", normalise_vtep), ("mtu", normalise_mtu))
+        if name in payload
+    ]
     for name, raw, check in checks:
         try:
             cleaned[name] = check(raw)

@@ -35,7 +35,12 @@ def _filters(request: HttpRequest) -> dict:
     sort = request.GET.get("sort", "")
     if sort not in queries.UPTIME_SORTS:
         sort = ""  # problems first
-    return {"status": status, "q": request.GET.get("q", "").strip()[: queries.MAX_QUERY_LENGTH], "sort": sort}
+    return {
+        "status": status,
+        "vni": queries.parse_vni(request.GET.get("vni")),
+        "q": request.GET.get("q", "").strip()[: queries.MAX_QUERY_LENGTH],
+        "sort": sort,
+    }
 
 
 def _list_url(filters: dict, **changes) -> str:
@@ -84,25 +89,29 @@ def _login_required(permission: str = VIEW):
 @vary_on_headers("HX-Request")
 def dashboard(request: HttpRequest) -> HttpResponse:
     filters = _filters(request)
-    machines = queries.search(filters["status"], filters["q"])
+    machines = queries.search(filters["status"], filters["q"], filters["vni"])
     if filters["sort"]:
         machines = queries.by_uptime(machines, filters["sort"])
     else:
         machines = queries.problems_first(machines)
-    counts = queries.status_counts()
+    counts, by_vni = queries.inventory_counts()
+    # The status counts of the machines the VNI filter leaves (all of them without one).
+    listed = (by_vni.get(filters["vni"]) or queries.empty_counts()) if filters["vni"] else counts
     paginator = Paginator(machines.only(*ROW_FIELDS), queries.PAGE_SIZE)
     if filters["q"] or filters["sort"]:
         if not filters["q"]:
-            paginator.count = counts[filters["status"] or "total"]
+            paginator.count = listed[filters["status"] or "total"]
         page = paginator.get_page(request.GET.get("page"))
         shown = list(page.object_list)
     else:
         # The counts the page shows anyway say how many machines the list has and where each status begins:
         # no second COUNT(*), and the page is read along the index instead of sorting every machine.
-        paginator.count = counts[filters["status"] or "total"]
+        paginator.count = listed[filters["status"] or "total"]
         number = paginator.get_page(request.GET.get("page")).number
         start = (number - 1) * queries.PAGE_SIZE
-        shown = queries.problems_first_slice(counts, start, queries.PAGE_SIZE, filters["status"], ROW_FIELDS)
+        shown = queries.problems_first_slice(
+            listed, start, queries.PAGE_SIZE, filters["status"], ROW_FIELDS, vni=filters["vni"]
+        )
         page = Page(shown, number, paginator)
     context = {
         "page": page,
@@ -110,6 +119,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         "visible": ",".join(str(machine.pk) for machine in shown),
         "filters": filters,
         "counts": counts,
+        "vni_summary": queries.vni_summary(by_vni, filters["vni"]),
+        "vni_choices": queries.vni_filter_values(by_vni, filters["vni"]),
+        "no_vni": queries.NO_VNI,
         "statuses": Machine.Status.choices,
         "can_delete": request.user.has_perm(DELETE),
         "previous_url": _page_url(filters, page.previous_page_number() if page.has_previous() else None),

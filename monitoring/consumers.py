@@ -12,6 +12,8 @@ from django.utils import translation
 from django_guid import set_guid
 from django_guid.utils import generate_guid
 
+from machines import queries
+
 from . import broadcast, sessions
 from .fragments import MAX_VISIBLE, View, render_for
 
@@ -85,6 +87,7 @@ class DashboardConsumer(AsyncWebsocketConsumer):
             self.view = View(
                 visible=frozenset(visible[:MAX_VISIBLE]),
                 status=str(data.get("status", ""))[:16],
+                vni=queries.parse_vni(str(data.get("vni", ""))),
                 q=str(data.get("q", ""))[:100],
                 page=int(page) if page.isdigit() and int(page) > 0 else 1,
                 can_delete=self.can_delete,

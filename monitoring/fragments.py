@@ -28,11 +28,12 @@ class View:
     visible: frozenset[int] = field(default_factory=frozenset)
     status: str = ""
     q: str = ""
+    vni: str = ""  # the VNI filter, canonical (queries.parse_vni)
     can_delete: bool = False
     page: int = 1
 
     def page_ids(self) -> set[int]:
-        machines = queries.problems_first(queries.search(self.status, self.q))
+        machines = queries.problems_first(queries.search(self.status, self.q, self.vni))
         start = (self.page - 1) * queries.PAGE_SIZE
         return set(machines.values_list("pk", flat=True)[start : start + queries.PAGE_SIZE])
 
@@ -51,12 +52,14 @@ def render_push(event: dict, view: View) -> str:
     announcements = [
         (machine, Machine.Status(announce[machine.pk]).label) for machine in machines if machine.pk in announce
     ]
+    counts, by_vni = queries.inventory_counts()
     return render_to_string(
         "machines/_push.html",
         {
             "machines": machines,
             "deleted": deleted,
-            "counts": queries.status_counts(),
+            "counts": counts,
+            "vni_summary": queries.vni_summary(by_vni, view.vni),
             "announcements": announcements,
             "needs_refresh": needs_refresh,
             "flash": True,

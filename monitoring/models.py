@@ -91,12 +91,18 @@ class MonitorHeartbeat(models.Model):
     `counters` carries the monitor's own Prometheus counters to the web process's /metrics.
     """
 
-    name = models.CharField(max_length=200, unique=True)
-    started_at = models.DateTimeField(default=timezone.now)
-    last_beat_at = models.DateTimeField(default=timezone.now)
-    mode = models.CharField(max_length=32, blank=True)
+    name = models.CharField(_("name"), max_length=200, unique=True)
+    host = models.CharField(_("host"), max_length=253, blank=True)
+    # What it checks, as given to `monitor --scope` ("vni=100,200", "prefix=10.100.0.0/24"); empty: everything.
+    scope = models.CharField(_("scope"), max_length=500, blank=True)
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    last_beat_at = models.DateTimeField(_("last heartbeat"), default=timezone.now)
+    last_round_at = models.DateTimeField(_("last round"), null=True, blank=True)
+    mode = models.CharField(_("ICMP mode"), max_length=32, blank=True)
     error = models.TextField(blank=True)
     counters = models.JSONField(default=dict, blank=True)
+    # Segments this monitor cannot reach right now: {segment: {"since": iso time, "reason": text}}.
+    isolation = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return self.name
@@ -115,6 +121,8 @@ class AlertKind(models.TextChoices):
     FLAPPING = "flapping", _("Flapping")
     STABLE = "stable", _("Stable again")
     STILL_UNREACHABLE = "still_unreachable", _("Still unreachable after a silence")
+    MONITOR_ISOLATED = "monitor_isolated", _("Monitor cut off")
+    MONITOR_REJOINED = "monitor_rejoined", _("Monitor reconnected")
 
 
 class Channel(models.Model):

@@ -10,6 +10,7 @@ import os
 import socket
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -18,14 +19,16 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections
 from django.utils import timezone
 
-from machines.models import Machine
+from machines.models import Machine, MachineEvent
 from machines.validation import address_refusal
 
-from . import broadcast, checks, history, uptime
+from . import broadcast, checks, cutoffs, history, uptime
 from .icmp import Pinger, PingerUnavailable
+from .isolation import Isolation, Probe, segment_of
 from .metrics import CheckCounters
 from .models import MonitorHeartbeat
 from .rules import Outcome
+from .scope import Scope
 
 logger = logging.getLogger("vxlanmgr.monitor")
 
@@ -43,15 +46,24 @@ LEASE_MARGIN = 10
 
 
 class Monitor:
-    def __init__(self, pinger_factory: Callable[[], Pinger] = Pinger, name: str | None = None):
+    def __init__(self, pinger_factory: Callable[[], Pinger] = Pinger, name: str | None = None,
+                 scope: Scope | None = None):
         self.pinger_factory = pinger_factory
         self.pinger: Pinger | None = None
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.host = socket.gethostname()
+        self.name = name or f"{self.host}:{os.getpid()}"
+        self.scope = scope if scope is not None else Scope.parse(settings.MONITOR_SCOPE)
+        self.isolation = Isolation()
+        self.last_round_at = None
         self.token = uuid.uuid4().hex
         self.shutdown = asyncio.Event()
         self.db_executor = ThreadPoolExecutor(1, thread_name_prefix="monitor-db")
         self.batches: set[asyncio.Task] = set()
         self.in_flight = 0
+        # Set when a batch finishes: a monitor with no free capacity claims again at once, not a tick later.
+        self.freed = asyncio.Event()
+        # The last claim took fewer machines than it could: every due machine is in flight.
+        self.drained = False
         self.db_down_since: float | None = None
         self.stats = {"checks": 0, "changes": 0, "lag": 0.0}
         # For /metrics, which reads them from the heartbeat.
@@ -101,7 +113,8 @@ class Monitor:
                     await self._beat_safely()
                     await self._sleep(HEARTBEAT_EVERY)
                 return
-        logger.info("monitor %s started (%s ICMP sockets)", self.name, self.mode or "default")
+        logger.info("monitor %s started (%s ICMP sockets), checking %s", self.name, self.mode or "default",
+                    self.scope.describe())
         housekeeping = asyncio.create_task(self._housekeeping())
         keep_history = asyncio.create_task(self._history())
         backoff = 1.0
@@ -116,8 +129,8 @@ class Monitor:
                     await self._sleep(backoff)
                     backoff = min(backoff * 2, DB_BACKOFF_MAX)
                     continue
-                if not did_work:
-                    await self._sleep(TICK)
+                if not did_work or self.drained:
+                    await self._idle()
         finally:
             await self._drain()
             housekeeping.cancel()
@@ -137,6 +150,23 @@ class Monitor:
         except TimeoutError:
             pass
 
+    async def _idle(self) -> None:
+        """Wait for the next tick, or less when checks are waiting for capacity and a batch frees some.
+
+        Claiming again at once after a claim that took every due machine would send a stream of tiny batches
+        (a 100,000-machine fleet fell due ~20 at a time): one claim per tick keeps batches large and the
+        database thread free, at the cost of at most a tick of due lag."""
+        if self.in_flight < settings.PING_CONCURRENCY:
+            await self._sleep(TICK)
+            return
+        self.freed.clear()
+        waiters = [asyncio.ensure_future(self.shutdown.wait()), asyncio.ensure_future(self.freed.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=TICK, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
     async def _drain(self) -> None:
         """Let batches already sent finish and write their results, within the stop grace."""
         if self.batches:
@@ -149,11 +179,13 @@ class Monitor:
     async def step(self) -> bool:
         """Claim the machines now due and send them out as one batch; True if there was anything to do."""
         capacity = settings.PING_CONCURRENCY - self.in_flight
+        self.drained = False
         if capacity <= 0:
             return False
         lease = timedelta(seconds=settings.PING_COUNT * settings.PING_TIMEOUT + LEASE_MARGIN)
         now = timezone.now()
-        machines = await self.db(checks.claim_due, self.token, capacity, lease, now)
+        machines = await self.db(checks.claim_due, self.token, capacity, lease, now, self.scope)
+        self.drained = len(machines) < capacity
         if not machines:
             self.counters.caught_up()
             return False
@@ -186,8 +218,13 @@ class Monitor:
             results = await self.pinger.ping_batch(
                 [machine.ip_address for machine in machines], settings.PING_COUNT, settings.PING_TIMEOUT
             )
+            held = await self._own_path(machines, results)
+            if held:
+                await self.db(cutoffs.hold, self.token, sorted(held), timezone.now())
             records = []
             for machine in machines:
+                if machine.pk in held:
+                    continue
                 result = results[machine.ip_address]
                 outcome = Outcome(ok=result.ok, rtt_ms=result.rtt_ms, failure=result.failure or "")
                 records.append(checks.CheckRecord(machine.pk, outcome, result.loss))
@@ -204,6 +241,7 @@ class Monitor:
                 # Nothing was written: the claims lapse and these machines are checked again later.
                 self._db_failed(exc)
                 return
+            self.last_round_at = timezone.now()
             self.stats["checks"] += len(records)
             self.stats["changes"] += len(changes)
             for record in records:
@@ -222,6 +260,50 @@ class Monitor:
                              extra={"round": round_id, "machine_ids": [machine.pk for machine in machines]})
         finally:
             self.in_flight -= len(machines)
+            self.freed.set()
+
+    # -- the monitor's own path -------------------------------------------------------------------------
+
+    async def _own_path(self, machines: list[Machine], results: dict) -> set[int]:
+        """Judge, segment by segment, whether this round's failures are the monitor's own (monitoring/isolation.py);
+        record a cut-off or a rejoin; return the machines whose failures must not count."""
+        segments: dict[str, list[tuple[int, Probe]]] = defaultdict(list)
+        for machine in machines:
+            result = results[machine.ip_address]
+            answered_last_time = machine.last_checked_at is not None and machine.last_seen_at == machine.last_checked_at
+            segments[segment_of(machine.vni)].append(
+                (machine.pk, Probe(machine.vni, machine.ip_address, result.ok, result.failure, result.detail or "",
+                                   answered_last_time))
+            )
+        held: set[int] = set()
+        now = timezone.now()
+        for segment, members in segments.items():
+            verdict = await self.isolation.judge(segment, [probe for _pk, probe in members], now, self._canary_answers)
+            if verdict.held:
+                held.update(pk for pk, probe in members if not probe.ok)
+            if verdict.isolated:
+                logger.warning("monitor %s is cut off from %s: %s; failures there do not count until it answers",
+                               self.name, segment, verdict.isolated)
+                await self._record_path(MachineEvent.Kind.MONITOR_ISOLATED, segment, verdict.isolated, now)
+            elif verdict.rejoined_after is not None:
+                detail = f"reachable again after {cutoffs.duration(verdict.rejoined_after)}"
+                logger.warning("monitor %s reaches %s again after %s", self.name, segment,
+                               cutoffs.duration(verdict.rejoined_after))
+                await self._record_path(MachineEvent.Kind.MONITOR_REJOINED, segment, detail, now)
+        return held
+
+    async def _record_path(self, kind: str, segment: str, detail: str, now) -> None:
+        try:
+            await self.db(cutoffs.record, kind, self.name, segment, detail, self.isolation.snapshot(), now)
+        except DatabaseError as exc:
+            self._db_failed(exc)
+            return
+        # The banner is part of the list: have every dashboard fetch it again.
+        await broadcast.push(broadcast.event(created=True))
+
+    async def _canary_answers(self, address: str) -> bool:
+        results = await self.pinger.ping_batch([address], settings.PING_COUNT, settings.PING_TIMEOUT)
+        return results[address].ok
 
     # -- periodic chores ----------------------------------------------------------------------------------
 
@@ -269,7 +351,11 @@ class Monitor:
 
     async def _beat_safely(self) -> None:
         try:
-            await self.db(_beat, self.name, self.mode, self.error, self.counters.snapshot())
+            await self.db(_beat, self.name, {
+                "host": self.host, "scope": str(self.scope), "mode": self.mode, "error": self.error,
+                "counters": self.counters.snapshot(), "last_round_at": self.last_round_at,
+                "isolation": self.isolation.snapshot(),
+            })
         except DatabaseError as exc:
             self._db_failed(exc)
 
@@ -296,9 +382,7 @@ def use_one_persistent_connection() -> None:
         settings_dict["CONN_MAX_AGE"] = 600
 
 
-def _beat(name: str, mode: str, error: str, counters: dict) -> None:
+def _beat(name: str, fields: dict) -> None:
     now = timezone.now()
-    MonitorHeartbeat.objects.update_or_create(
-        name=name, defaults={"last_beat_at": now, "mode": mode, "error": error, "counters": counters}
-    )
+    MonitorHeartbeat.objects.update_or_create(name=name, defaults={"last_beat_at": now, **fields})
     MonitorHeartbeat.objects.filter(last_beat_at__lt=now - timedelta(days=1)).delete()

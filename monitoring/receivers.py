@@ -2,7 +2,7 @@
 
 from datetime import timedelta
 
-from . import broadcast, uptime
+from . import broadcast, coverage, uptime
 from .checks import policy, state_of
 from .rules import after_reregistration
 
@@ -24,3 +24,16 @@ def push_to_dashboards(sender, changed=(), deleted=(), created=False, **kwargs) 
 
 def describe_uptime(sender, machine, **kwargs) -> dict:
     return {"uptime": uptime.uptime(machine)}
+
+
+def describe_coverage(sender, machine, **kwargs) -> dict:
+    reason = coverage.unchecked_reason(machine.vni, machine.ip_address, coverage.live_monitors())
+    return {"checked": not reason, "unchecked_reason": reason or None}
+
+
+def describe_coverage_of_page(sender, machines, **kwargs) -> dict:
+    reasons = coverage.unchecked(machines)
+    return {
+        machine.pk: {"checked": machine.pk not in reasons, "unchecked_reason": reasons.get(machine.pk)}
+        for machine in machines
+    }

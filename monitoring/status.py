@@ -5,6 +5,8 @@ from datetime import timedelta
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from .coverage import cutoffs
+from .cutoffs import vni_of
 from .models import MonitorHeartbeat
 
 STALE_AFTER = timedelta(seconds=45)
@@ -22,3 +24,17 @@ def monitor_problem() -> str:
         "No monitor has reported in the last minute, so statuses are not current. "
         "Start it with 'python manage.py monitor' (make run starts it for you)."
     )
+
+
+def cutoff_notices() -> list[str]:
+    """One sentence per segment a live monitor is cut off from (monitoring/isolation.py)."""
+    notices = []
+    for monitor, segment, state in cutoffs():
+        vni = vni_of(segment)
+        where = _("VNI %(vni)s") % {"vni": vni} if vni is not None else _("machines without a VNI")
+        notices.append(
+            _("Monitor %(name)s is cut off from %(where)s (%(reason)s). Its machines keep their last known status "
+              "and are not being checked until it reaches them again.")
+            % {"name": monitor, "where": where, "reason": state.get("reason", "")}
+        )
+    return notices

@@ -24,6 +24,7 @@ from pytest_django.live_server_helper import LiveServer
 from conftest import require
 from machines.models import ApiToken, Machine
 from machines.tokens import create_token
+from tests.support.namespaces import HOST_IP, MANAGER_IP
 from tests.support.net import free_port
 
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "register-machine.sh"
@@ -70,6 +71,9 @@ class Links:
 
     def mac(self, name: str) -> str:
         return Path(f"/sys/class/net/{name}/address").read_text().strip()
+
+    def mtu(self, name: str) -> int:
+        return int(Path(f"/sys/class/net/{name}/mtu").read_text())
 
     def _index_before_other_vxlan_links(self) -> list[str]:
         # The script registers "the first vxlan link"; if the host already has some, give ours a
@@ -186,6 +190,7 @@ def test_it_detects_the_first_vxlan_link_and_registers_it(run, links, server, re
     assert machine.ip_address == links.first_ip
     assert machine.vni == links.first_vni
     assert machine.mac_address == links.mac(links.first)
+    assert (machine.vtep, machine.mtu) == ("127.0.0.1", links.mtu(links.first))  # `local` of the link
     assert machine.hostname in _host_names()
     assert result.stdout == f"registered {machine.hostname} {links.first_ip} (created)\n"
     assert result.stderr == ""
@@ -288,6 +293,16 @@ def test_busybox_userland_reads_the_link_from_sysfs(run, links, server, register
     assert result.returncode == 0, _lines(result)
     machine = Machine.objects.get()
     assert (machine.ip_address, machine.mac_address, machine.vni) == (links.first_ip, links.mac(links.first), 4242)
+    # busybox ip shows no `local`: the VTEP is left out (with a warning), the MTU comes from sysfs.
+    assert "cannot read the VTEP address" in result.stderr and "pass --vtep" in result.stderr
+    assert (machine.vtep, machine.mtu) == (None, links.mtu(links.first))
+
+    # A VTEP reported once (by the flag here, or by iproute2) survives registrations that cannot read it.
+    assert run(*args, "--vni", "4242", "--vtep", "192.0.2.5", using="busybox", env=env).returncode == 0
+    again = run(*args, "--vni", "4242", using="busybox", env=env)
+    assert again.returncode == 0, _lines(again)
+    machine.refresh_from_db()
+    assert machine.vtep == "192.0.2.5"
 
 
 # ------------------------------------------------------------------------------ live: refusals
@@ -303,7 +318,10 @@ def test_dry_run_prints_the_request_and_sends_nothing(run, links, server, regist
     assert lines[0] == f"PUT {server}/api/machines/{links.first_ip}"
     assert f"Authorization: Bearer {register_token_raw[:8]}********" in lines
     assert "Content-Type: application/json" in lines
-    assert json.loads(body) == {"hostname": "web-01", "mac_address": links.mac(links.first), "vni": 4242}
+    assert json.loads(body) == {
+        "hostname": "web-01", "mac_address": links.mac(links.first), "vni": 4242, "vtep": "127.0.0.1",
+        "mtu": links.mtu(links.first),
+    }
     assert register_token_raw not in result.stdout + result.stderr
     assert register_token_raw[8:16] not in result.stdout + result.stderr
     assert not Machine.objects.exists()
@@ -455,6 +473,85 @@ def test_flags_beat_the_environment_which_beats_the_config_file(run, tmp_path):
     assert from_flag.stdout.startswith("PUT http://from-flag/api/machines/127.0.0.1\n"), _lines(from_flag)
 
 
+def test_vtep_and_mtu_come_from_flags_then_environment_then_config_file(run, tmp_path):
+    config = tmp_path / "register.conf"
+    config.write_text("VXLANMGR_VTEP=192.0.2.1\nVXLANMGR_MTU=1400\n")
+    base = _lo("--url", "http://127.0.0.1:9", "--token", "t" * 30, "--config", config, "--dry-run")
+
+    def sent(*args, env=None) -> dict:
+        result = run(*base, *args, env=env)
+        assert result.returncode == 0, _lines(result)
+        return json.loads(result.stdout.partition("\n\n")[2])
+
+    assert sent() == {"hostname": "web-01", "mac_address": MAC, "vtep": "192.0.2.1", "mtu": 1400}
+    env = {"VXLANMGR_VTEP": "2001:db8::2", "VXLANMGR_MTU": "9000"}
+    assert (sent(env=env)["vtep"], sent(env=env)["mtu"]) == ("2001:db8::2", 9000)
+    flags = sent("--vtep", "192.0.2.3", "--mtu=01450", env=env)
+    assert (flags["vtep"], flags["mtu"]) == ("192.0.2.3", 1450)
+    # "none" clears what the server has; lo is no vxlan link, so nothing is detected for it otherwise.
+    cleared = sent("--vtep", "none", "--mtu", "none")
+    assert (cleared["vtep"], cleared["mtu"]) == (None, None)
+    config.write_text("")
+    assert "vtep" not in sent() and "mtu" not in sent()
+
+
+def _in_namespace(ns, *args: str) -> subprocess.CompletedProcess:
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")}
+    return ns.run("dash" if shutil.which("dash") else "sh", str(SCRIPT), *args, env=env, check=False)
+
+
+@pytest.mark.netns
+def test_it_reads_the_vtep_and_mtu_of_vxlan_links_over_an_underlay(lab, tmp_path):
+    """In a namespace of our own: vxlan links over a veth underlay, read with --dry-run (nothing is sent)."""
+    _manager, host = lab
+    underlay = host.ip("-o", "-4", "addr", "show", "to", HOST_IP).split()[1]
+    config = tmp_path / "empty.conf"
+    config.write_text("")
+    base = ["--config", str(config), "--url", "http://127.0.0.1:9", "--token", "t" * 30, "--hostname", "h",
+            "--dry-run"]
+
+    def sent(interface: str) -> dict:
+        result = _in_namespace(host, *base, "--interface", interface)
+        assert result.returncode == 0, _lines(result)
+        assert result.stderr == ""
+        return json.loads(result.stdout.partition("\n\n")[2])
+
+    # `local` given, over the underlay device (whose 1500 bytes leave 1450 for the overlay), MTU lowered.
+    host.ip("link", "add", "vxl", "type", "vxlan", "id", "100", "local", HOST_IP, "remote", MANAGER_IP,
+            "dev", underlay, "dstport", "4789", "nolearning")
+    host.add_address("vxl", "10.100.0.2/24")
+    host.link_up("vxl")
+    assert sent("vxl") == {
+        "hostname": "h", "mac_address": _sysfs(host, "vxl", "address"), "vni": 100, "vtep": HOST_IP, "mtu": 1450,
+    }
+    host.ip("link", "set", "dev", "vxl", "mtu", "1400")
+    assert sent("vxl")["mtu"] == 1400
+
+    # No `local`: the kernel sends from the source address of its route to the remote end.
+    host.ip("link", "add", "vxr", "type", "vxlan", "id", "200", "remote", MANAGER_IP, "dstport", "4790",
+            "nolearning")
+    host.add_address("vxr", "10.200.0.2/24")
+    host.link_up("vxr")
+    assert (sent("vxr")["vni"], sent("vxr")["vtep"]) == (200, HOST_IP)
+
+    # An IPv6 underlay address.
+    host.ip("link", "add", "vx6", "type", "vxlan", "id", "300", "local", "fd00:77::2", "dstport", "4791",
+            "nolearning")
+    host.add_address("vx6", "10.30.0.2/24")
+    host.link_up("vx6")
+    assert sent("vx6")["vtep"] == "fd00:77::2"
+
+    # Neither `local` nor a remote end (addresses learnt or set in the FDB): no VTEP to report, no complaint.
+    host.ip("link", "add", "vxf", "type", "vxlan", "id", "400", "dstport", "4792", "nolearning")
+    host.add_address("vxf", "10.40.0.2/24")
+    host.link_up("vxf")
+    assert "vtep" not in sent("vxf") and sent("vxf")["mtu"] == 1500
+
+
+def _sysfs(ns, interface: str, name: str) -> str:
+    return ns.run("cat", f"/sys/class/net/{interface}/{name}").stdout.strip()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -467,6 +564,11 @@ def test_flags_beat_the_environment_which_beats_the_config_file(run, tmp_path):
         (["--url", "ftp://x"], "the URL must start with http:// or https://"),
         (["--token", "two words"], "the token contains characters"),
         (["--config", "/nonexistent/register.conf"], "cannot read the config file /nonexistent/register.conf"),
+        (["--vtep", "192.0.2.5; rm -rf /"], "the VTEP address (--vtep, VXLANMGR_VTEP) must be an IP address"),
+        (["--mtu", "67"], "the MTU (--mtu, VXLANMGR_MTU) must be a whole number from 68 to 65535 or none, got '67'"),
+        (["--mtu", "65536"], "must be a whole number from 68 to 65535"),
+        (["--mtu", "1500b"], "must be a whole number from 68 to 65535"),
+        (["--mtu", "0000"], "must be a whole number from 68 to 65535"),
     ],
 )
 def test_usage_and_config_errors_exit_1(run, args, message):

@@ -298,7 +298,15 @@ BASE_URL = env_str("VXLANMGR_BASE_URL").rstrip("/")
 if BASE_URL and not BASE_URL.startswith(("http://", "https://")):
     raise ImproperlyConfigured(f"VXLANMGR_BASE_URL must start with http:// or https://, got {BASE_URL!r}")
 # No heartbeat for this long means no monitor: the web process alerts (monitor_down).
-MONITOR_STALE = env_int("VXLANMGR_MONITOR_STALE", 120, minimum=30)
+# A monitor beats every 10 s, so anything shorter than a few beats would call live monitors dead.
+MONITOR_STALE = env_int("VXLANMGR_MONITOR_STALE", 120, minimum=15)
+# What `manage.py monitor` checks when no --scope is given: "vni=100,200", "prefix=10.100.0.0/24", or everything.
+MONITOR_SCOPE = env_str("VXLANMGR_MONITOR_SCOPE")
+# Isolation (monitoring/isolation.py): this many machines of a segment that answered last time all failing in
+# one round make the monitor doubt its own path, and ask the segment's canary (gateway) when one is set:
+# "10.100.0.1" for every segment, or "100=10.100.0.1 200=10.200.0.1" per VNI.
+ISOLATION_MIN = env_int("VXLANMGR_ISOLATION_MIN", 3, minimum=1)
+CANARY = env_str("VXLANMGR_CANARY")
 # Undeliverable alerts are retried with backoff for this long, then marked failed.
 NOTIFY_MAX_AGE = env_int("VXLANMGR_NOTIFY_MAX_AGE", 24 * 3600, minimum=60)
 # More than THRESHOLD machines changing within WINDOW seconds make one message per channel.

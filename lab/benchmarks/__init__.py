@@ -4,6 +4,8 @@ One module per area, each with a ``run(ctx, ...)`` that returns rows for the rep
 
 * :mod:`.sweep`     one check round in a network namespace vs ``fping -i0``; the real monitor's throughput,
                     due lag and RSS
+* :mod:`.scale`     one monitor and 100,000 machines on the default schedule; two monitors sharing 10,000
+                    (:mod:`.monitor_profile` times and profiles a monitor's database calls when asked)
 * :mod:`.register`  a boot storm of hosts registering through the real server, 50 clients at once
 * :mod:`.dashboard` server time of the dashboard page, its filtered fragment and the JSON list
 * :mod:`.push`      monitor commit → WebSocket fragment on 1 and 50 connected dashboards

@@ -57,6 +57,16 @@ CAUSES = {
         "(`monitoring.checks`). When other work competes for the cores, the ping rounds, the writes and "
         "PostgreSQL share them."
     ),
+    "Monitor at scale": (
+        "**Monitor at scale.** A monitor has at most `VXLANMGR_PING_CONCURRENCY` (1,000) checks in flight and, "
+        "once that many are out, looks for due machines again after its 0.5 s tick (`monitoring.monitor.TICK`): "
+        "each batch costs a claim (one `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING`), the "
+        "pings, and one transaction of writes (`UPDATE … FROM jsonb_to_recordset(…)` of the machines, `INSERT … "
+        "SELECT` of the ping results; `monitoring.checks`). The machines table keeps 30 % of each page free so "
+        "the claim is a HOT update that touches no index. On a shared 2-core machine the pings, the writes and "
+        "PostgreSQL compete with other work for the cores, and the due lag grows first (see the load average "
+        "in the notes)."
+    ),
 }
 COLUMNS = ["figure", "N", "value", "unit", "reference (same run)", "ratio", "target", "met?", "notes"]
 

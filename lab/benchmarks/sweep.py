@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import resource
 import subprocess
@@ -187,26 +188,27 @@ def _prepare_machines(n: int, spread: float, interval: int) -> None:
     assert Machine.objects.count() == n
 
 
-def _sample(since) -> tuple[int, int, float]:
-    """(ping results since `since`, machines checked since then, the oldest due-but-unclaimed check's age)."""
+def _lag() -> float:
+    """The age of the oldest due check no monitor has claimed, in seconds (0 when none is waiting).
+
+    One walk of the next_check_at index from its start: cheap even at 100,000 machines, so sampling it
+    four times a second takes little from the monitor under test."""
     from django.db import connection
 
     from machines.models import Machine
-    from monitoring.models import PingResult
 
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT (SELECT count(*) FROM {PingResult._meta.db_table} WHERE checked_at >= %s), "  # noqa: S608
-            f"(SELECT count(*) FROM {Machine._meta.db_table} WHERE last_checked_at >= %s), "
-            f"(SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_check_at)), 0) FROM {Machine._meta.db_table} "
-            "WHERE next_check_at <= now() AND (claimed_until IS NULL OR claimed_until < now()))",
-            [since, since],
+            f"SELECT COALESCE(EXTRACT(EPOCH FROM now() - min(next_check_at)), 0) FROM {Machine._meta.db_table} "  # noqa: S608
+            "WHERE next_check_at <= now() AND (claimed_until IS NULL OR claimed_until < now())"
         )
-        rows, checked, lag = cursor.fetchone()
-    return rows, checked, max(0.0, float(lag))
+        lag = cursor.fetchone()[0]
+    return max(0.0, float(lag))
 
 
 def _start_monitor(ns, log_path: Path, **overrides: str):
+    """`manage.py monitor` in `ns`; with BENCH_MONITOR_PROFILE=1 (or =time) in the bench's environment, under
+    lab.benchmarks.monitor_profile (its database calls profiled and timed, written beside the log)."""
     settings = {
         "DATABASE_URL": unix_socket_database_url(),
         "REDIS_URL": None,  # no dashboards in this test: pushes go to the in-memory layer
@@ -215,7 +217,11 @@ def _start_monitor(ns, log_path: Path, **overrides: str):
     }
     env = child_env(**settings)
     log = open(log_path, "ab")
-    proc = ns.popen(sys.executable, "manage.py", "monitor", cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = ["manage.py", "monitor"]
+    if os.environ.get("BENCH_MONITOR_PROFILE") in {"1", "time"}:
+        out = log_path.with_name(f"{log_path.stem}-{ns.name}-{time.time():.0f}.prof")
+        command = ["-m", "lab.benchmarks.monitor_profile", str(out)]
+    proc = ns.popen(sys.executable, *command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     return proc, log
 
 
@@ -231,21 +237,24 @@ def _stop(proc, log) -> None:
 
 
 def _watch(proc, log_path: Path, since, seconds: float) -> tuple[float, float]:
-    """Sample the database every 0.25 s for `seconds`: (checks per second, max due lag in seconds).
-
-    The rate comes from the batches' own commit times (every row of a batch has the same checked_at), first
-    to last batch in the window, so a window holding a few large batches is not rounded to whole batches.
-    """
-    from monitoring.models import PingResult
-
+    """Sample the database every 0.25 s for `seconds`: (checks per second, max due lag in seconds)."""
     lag_max = 0.0
     started = time.monotonic()
     while time.monotonic() - started < seconds:
         time.sleep(0.25)
         if proc.poll() is not None:
             raise RuntimeError(f"the monitor exited with {proc.returncode}; see {log_path}")
-        lag_max = max(lag_max, _sample(since)[2])
+        lag_max = max(lag_max, _lag())
+    return _rate(since, seconds), lag_max
+
+
+def _rate(since, seconds: float) -> float:
+    """Checks per second since `since`, from the batches' own commit times (every row of a batch has the
+    same checked_at), first to last batch in the window, so a window holding a few large batches is not
+    rounded to whole batches."""
     from django.db.models import Count
+
+    from monitoring.models import PingResult
 
     batches = list(
         PingResult.objects.filter(checked_at__gte=since).values_list("checked_at").annotate(n=Count("id"))
@@ -253,10 +262,8 @@ def _watch(proc, log_path: Path, since, seconds: float) -> tuple[float, float]:
     )
     if len(batches) >= 2:
         span = (batches[-1][0] - batches[0][0]).total_seconds()
-        rate = sum(n for _at, n in batches[1:]) / span if span > 0 else float("nan")
-    else:
-        rate = sum(n for _at, n in batches) / seconds  # at most one batch: an upper bound
-    return rate, lag_max
+        return sum(n for _at, n in batches[1:]) / span if span > 0 else float("nan")
+    return sum(n for _at, n in batches) / seconds  # at most one batch: an upper bound
 
 
 def run_daemon(ctx, n: int, window: float) -> list[Row]:

@@ -150,3 +150,68 @@ def test_a_process_is_recognised_by_pid_and_start_time():
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_plan_of_two_overlays_with_a_monitor_each():
+    config = vxlan.Config(hosts=5, vni=100, vnis=(100, 200), monitors=2)
+    plan = vxlan.make_plan(config)
+    assert [(s.vni, s.overlay, s.vxlan_dev, s.manager_overlay_ip) for s in plan.segments] == [
+        (100, "10.100.0.0/24", "vxlan100", "10.100.0.1"), (200, "10.200.0.0/24", "vxlan200", "10.200.0.1"),
+    ]
+    # The hosts split in order, each keeping .(10 + N) on its own overlay.
+    assert [(h.key, h.vni, h.overlay_ip, h.vxlan_dev) for h in plan.hosts] == [
+        ("h1", 100, "10.100.0.11", "vxlan100"), ("h2", 100, "10.100.0.12", "vxlan100"),
+        ("h3", 100, "10.100.0.13", "vxlan100"), ("h4", 200, "10.200.0.14", "vxlan200"),
+        ("h5", 200, "10.200.0.15", "vxlan200"),
+    ]
+    assert [(m.name, m.namespace, m.hostname, m.underlay_ip, m.overlay_ip, m.scope) for m in plan.monitors] == [
+        ("lab-monitor-100", "vxlab-lab-mon100", "lab-mon100", "192.168.100.2", "10.100.0.2", "vni=100"),
+        ("lab-monitor-200", "vxlab-lab-mon200", "lab-mon200", "192.168.100.3", "10.200.0.2", "vni=200"),
+    ]
+    assert plan.namespaces[:4] == ["vxlab-lab-sw", "vxlab-lab-mgr", "vxlab-lab-mon100", "vxlab-lab-mon200"]
+    # Each host registers with the manager's address on its own overlay.
+    assert plan.manager_url_for(plan.find("h5").vni) == "http://10.200.0.1:8000"
+    assert [h.key for h in plan.hosts_on(200)] == ["h4", "h5"]
+    assert plan.monitor("200") == plan.monitor("lab-monitor-200") == plan.monitors[1]
+    with pytest.raises(vxlan.LabError, match="VNI 100, 200"):
+        plan.monitor("300")
+    with pytest.raises(vxlan.LabError, match="no monitors of their own"):
+        vxlan.make_plan(vxlan.Config()).monitor("100")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"vnis": (100, 100)}, "lists a VNI twice"),
+        ({"vnis": (100, 200), "monitors": 1}, "one monitor per VNI: give 2"),
+        ({"vnis": (1, 2, 3), "hosts": 2}, "at least the number of VNIs"),
+        ({"vnis": (100, 356)}, r"overlap.*give --overlay A,B"),
+        ({"vnis": (100, 200), "overlays": ("10.1.0.0/24",)}, "one subnet per VNI"),
+        ({"vnis": tuple(range(1, 10)), "hosts": 9}, "1 to 8 VNIs"),
+        ({"vnis": (100, 0)}, "--vnis must be from 1"),
+    ],
+)
+def test_bad_overlay_and_monitor_configurations_are_refused(changes, message):
+    with pytest.raises(vxlan.LabError, match=message):
+        vxlan.make_plan(vxlan.Config(**changes))
+
+
+def test_the_monitors_share_the_labs_redis_on_its_unix_socket(tmp_path):
+    import redis
+
+    config = vxlan.Config(hosts=4, vnis=(100, 200), overlays=("10.1.0.0/24", "10.2.0.0/24"), monitors=2)
+    state = vxlan.new_state(tmp_path, config, "postgres://postgres@127.0.0.1/lab", environ={})
+    state.monitors = {"100": vxlan.Proc(1, "2"), "200": None}
+    state.redis = vxlan.Proc(3, "4")
+    state.save()
+    assert vxlan.load_state(tmp_path) == state
+    env = manager.manager_env(state)
+    assert env["REDIS_URL"] == f"unix://{tmp_path}/redis.sock?db=0"
+    assert env["VXLANMGR_ALLOWED_HOSTS"] == "127.0.0.1,localhost,[::1],10.1.0.1,10.2.0.1"
+    assert env["DATABASE_URL"] == "postgres://postgres@/lab?host=%2Fvar%2Frun%2Fpostgresql"
+    # What redis-py (under the channel layer and the cache) makes of it: the socket, no TCP.
+    pool = redis.ConnectionPool.from_url(env["REDIS_URL"])
+    assert pool.connection_class is redis.UnixDomainSocketConnection
+    assert pool.connection_kwargs["path"] == str(tmp_path / "redis.sock")
+    # Without --monitors there is no Redis: web and monitor share one process.
+    assert state.redis_url and not vxlan.new_state(tmp_path, vxlan.Config(), "", environ={}).redis_url

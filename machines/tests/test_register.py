@@ -29,9 +29,10 @@ class TestRegister:
         assert body["status"] == "pending"
         assert body["extra_data"] == {"rack": "r1"}
         assert set(body) == {
-            "id", "hostname", "ip_address", "mac_address", "vni", "status", "extra_data",
+            "id", "hostname", "ip_address", "mac_address", "vni", "vtep", "mtu", "status", "extra_data",
             "registered_at", "last_registered_at", "updated_at", "last_seen_at",
         }
+        assert (body["vtep"], body["mtu"]) == (None, None)
 
     def test_the_same_ip_updates_instead_of_duplicating(self, client, register_token):
         put(client, "127.0.0.1", register_token)
@@ -114,6 +115,16 @@ class TestRegisterErrors:
             ({**BODY, "vni": 16777216}, "vni"),
             ({**BODY, "extra_data": {"x": "y" * 5000}}, "extra_data"),
             ({**BODY, "extra_data": "text"}, "extra_data"),
+            ({**BODY, "vtep": "239.1.1.1"}, "vtep"),
+            ({**BODY, "vtep": "0.0.0.0"}, "vtep"),
+            ({**BODY, "vtep": "ff02::1"}, "vtep"),
+            ({**BODY, "vtep": "192.0.2.300"}, "vtep"),
+            ({**BODY, "vtep": 3221225985}, "vtep"),
+            ({**BODY, "mtu": 67}, "mtu"),
+            ({**BODY, "mtu": 65536}, "mtu"),
+            ({**BODY, "mtu": "1500"}, "mtu"),
+            ({**BODY, "mtu": 1450.5}, "mtu"),
+            ({**BODY, "mtu": True}, "mtu"),
             ({"mac_address": "aa:bb:cc:dd:ee:f0"}, "hostname"),
             ({**BODY, "surprise": 1}, "body"),
             ([1, 2], "body"),
@@ -124,6 +135,14 @@ class TestRegisterErrors:
         assert response.status_code == 400
         assert field in response.json()["errors"]
         assert not Machine.objects.exists()
+
+    def test_a_bad_vtep_and_mtu_are_both_named(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token, {**BODY, "vtep": "224.0.0.5", "mtu": 0})
+        assert response.status_code == 400
+        errors = response.json()["errors"]
+        assert set(errors) == {"vtep", "mtu"}
+        assert "multicast" in errors["vtep"][0]
+        assert "68" in errors["mtu"][0] and "65535" in errors["mtu"][0]
 
     def test_an_invalid_path_address_is_a_400(self, client, api_token):
         response = put(client, "999.1.1.1", api_token)
@@ -362,6 +381,66 @@ def test_all_limits_take_one_redis_round_trip(require_redis, client, register_to
     monkeypatch.setattr(Redis, "execute_command", counting)
     assert put(client, "127.0.0.1", register_token).status_code == 201
     assert calls in (["EVALSHA"], ["EVALSHA", "SCRIPT LOAD", "EVALSHA"], ["EVALSHA", "EVAL"])
+
+
+@pytest.mark.django_db
+class TestUnderlay:
+    """The VTEP address and MTU a host reports about its vxlan link."""
+
+    def test_they_are_stored_and_returned(self, client, register_token):
+        response = put(client, "127.0.0.1", register_token, {**BODY, "vtep": "::ffff:192.0.2.5", "mtu": 1450})
+        assert response.status_code == 201
+        assert (response.json()["vtep"], response.json()["mtu"]) == ("192.0.2.5", 1450)
+        machine = Machine.objects.get()
+        assert (machine.vtep, machine.mtu) == ("192.0.2.5", 1450)
+        _token, raw = create_token("reader", ApiToken.Scope.API)
+        detail = client.get(f"/api/machines/{machine.pk}", HTTP_AUTHORIZATION=f"Bearer {raw}")
+        assert (detail.json()["vtep"], detail.json()["mtu"]) == ("192.0.2.5", 1450)
+
+    @pytest.mark.parametrize("vtep", ["127.0.0.1", "169.254.10.1", "100.64.0.1", "fe80::1", "2001:DB8::A"])
+    def test_the_overlay_address_policy_does_not_apply_to_the_vtep(self, client, api_token, settings, vtep):
+        # The underlay is not pinged: loopback (a lab), link-local and shared addresses are real VTEPs.
+        settings.ALLOWED_PREFIXES = []
+        response = put(client, "10.0.0.1", api_token, {**BODY, "vtep": vtep, "mtu": 68})
+        assert response.status_code == 201, response.content
+        assert response.json()["vtep"] == vtep.lower()
+
+    def test_leaving_them_out_keeps_them_and_null_clears_them(self, client, register_token):
+        put(client, "127.0.0.1", register_token, {**BODY, "vtep": "192.0.2.5", "mtu": 1450})
+        # An older script, or a host whose `ip` cannot show the link's details, says nothing about them.
+        response = put(client, "127.0.0.1", register_token, {**BODY, "hostname": "web-02"})
+        assert response.status_code == 200
+        assert (response.json()["hostname"], response.json()["vtep"], response.json()["mtu"]) == (
+            "web-02", "192.0.2.5", 1450,
+        )
+        # Each is kept or replaced on its own.
+        response = put(client, "127.0.0.1", register_token, {**BODY, "mtu": 9000})
+        assert (response.json()["vtep"], response.json()["mtu"]) == ("192.0.2.5", 9000)
+        response = put(client, "127.0.0.1", register_token, {**BODY, "vtep": "192.0.2.6"})
+        assert (response.json()["vtep"], response.json()["mtu"]) == ("192.0.2.6", 9000)
+        response = put(client, "127.0.0.1", register_token, {**BODY, "vtep": None, "mtu": None})
+        assert (response.json()["vtep"], response.json()["mtu"]) == (None, None)
+        assert Machine.objects.values_list("vtep", "mtu").get() == (None, None)
+
+    def test_the_machine_page_shows_them(self, viewer_client, register_token, make_machine):
+        put(viewer_client, "127.0.0.1", register_token, {**BODY, "vtep": "2001:db8::5", "mtu": 1450})
+        machine = Machine.objects.get()
+        html = viewer_client.get(f"/machines/{machine.pk}").content.decode()
+        assert '<dt>VTEP address</dt><dd class="cell-mono">2001:db8::5</dd>' in html
+        assert "<dt>MTU</dt><dd>1450</dd>" in html
+        unknown = make_machine(ip_address="10.0.0.9")
+        html = viewer_client.get(f"/machines/{unknown.pk}", HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+        assert '<dt>VTEPアドレス</dt><dd class="cell-mono">—</dd>' in html
+        assert "<dt>MTU</dt><dd>—</dd>" in html
+
+    def test_a_new_vtep_is_logged_as_a_change(self, client, register_token, caplog):
+        put(client, "127.0.0.1", register_token, {**BODY, "vtep": "192.0.2.5"})
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="vxlanmgr.inventory"):
+            put(client, "127.0.0.1", register_token, {**BODY, "vtep": "192.0.2.5"})
+            put(client, "127.0.0.1", register_token, {**BODY, "vtep": "192.0.2.7"})
+        levels = [(record.levelname, "details changed" in record.getMessage()) for record in caplog.records]
+        assert levels == [("DEBUG", False), ("INFO", True)]
 
 
 @pytest.mark.django_db

@@ -2,11 +2,14 @@ import pytest
 
 from machines.validation import (
     InvalidInput,
+    Keep,
     normalise_extra_data,
     normalise_hostname,
     normalise_ip,
     normalise_mac,
+    normalise_mtu,
     normalise_vni,
+    normalise_vtep,
     parse_registration,
 )
 
@@ -105,6 +108,44 @@ class TestIp:
             normalise_ip(raw)
 
 
+class TestUnderlay:
+    @pytest.mark.parametrize(
+        ("raw", "expected"),
+        [
+            ("192.0.2.5", "192.0.2.5"),
+            ("127.0.0.1", "127.0.0.1"),
+            ("169.254.0.9", "169.254.0.9"),
+            ("::ffff:192.0.2.5", "192.0.2.5"),
+            ("2001:0DB8::5", "2001:db8::5"),
+            (None, None),
+        ],
+    )
+    def test_a_vtep_is_normalised_whatever_the_overlay_policy(self, raw, expected, settings):
+        settings.ALLOWED_PREFIXES = []
+        assert normalise_vtep(raw) == expected
+
+    @pytest.mark.parametrize("raw", ["", "0.0.0.0", "::", "239.1.1.1", "ff05::2", "fe80::1%eth0", "vtep", 5, []])
+    def test_a_vtep_is_a_unicast_address(self, raw):
+        with pytest.raises(ValueError):
+            normalise_vtep(raw)
+
+    @pytest.mark.parametrize("raw", [68, 1450, 9000, 65535, None])
+    def test_it_accepts_mtus_in_range(self, raw):
+        assert normalise_mtu(raw) == raw
+
+    @pytest.mark.parametrize("raw", [0, 67, 65536, -1500, "1500", 1500.0, True])
+    def test_it_rejects_bad_mtus(self, raw):
+        with pytest.raises(ValueError, match="MTU"):
+            normalise_mtu(raw)
+
+    def test_absent_fields_are_kept_and_null_clears(self):
+        base = {"hostname": "a", "mac_address": "02:00:00:00:00:01"}
+        absent = parse_registration("10.0.0.1", base)
+        assert (absent.vtep, absent.mtu) == (Keep.KEEP, Keep.KEEP)
+        nulls = parse_registration("10.0.0.1", {**base, "vtep": None, "mtu": None})
+        assert (nulls.vtep, nulls.mtu) == (None, None)
+
+
 class TestVniAndExtra:
     @pytest.mark.parametrize("raw", [0, 1, 100, 16777215, None])
     def test_it_accepts_vnis_in_range(self, raw):
@@ -132,8 +173,9 @@ class TestVniAndExtra:
 
 def test_parse_registration_names_every_bad_field_at_once():
     with pytest.raises(InvalidInput) as exc:
-        parse_registration("10.0.0.1", {"hostname": "-x", "mac_address": "zz", "vni": -1, "extra_data": [], "y": 1})
-    assert set(exc.value.errors) == {"hostname", "mac_address", "vni", "extra_data", "body"}
+        parse_registration("10.0.0.1", {"hostname": "-x", "mac_address": "zz", "vni": -1, "extra_data": [], "y": 1,
+                                        "vtep": "224.0.0.1", "mtu": 9})
+    assert set(exc.value.errors) == {"hostname", "mac_address", "vni", "extra_data", "vtep", "mtu", "body"}
 
 
 def test_ipv6_zone_ids_are_rejected_with_a_reason():

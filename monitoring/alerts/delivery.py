@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -75,6 +75,8 @@ class Batch:
 
     channel: Channel
     parts: list[list[Notification]]
+    # Per part, {VTEP: hosts behind it} (messages.vtep_hosts), counted on the database thread for the sender.
+    vtep_hosts: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -217,8 +219,13 @@ def send(url: str, title: str, body: str, kind: str = apprise.NotifyType.INFO,
     return False, redact(reason, url)
 
 
-def deliver(channel: Channel, alerts: list[Notification], timeout: float) -> tuple[bool, str]:
-    message = messages.render(channel, alerts)
+def deliver(channel: Channel, alerts: list[Notification], timeout: float,
+            vtep_hosts: dict[str, int] | None = None) -> tuple[bool, str]:
+    try:
+        message = messages.render(channel, alerts, vtep_hosts)
+    except Exception as exc:  # a bug in the text must back off and end as failed like any other failure
+        logger.exception("alert channel %r (#%d): could not write the message", channel.name, channel.pk)
+        return False, f"could not write the message: {type(exc).__name__}: {exc}"
     return send(channel.url, message.title, message.body, notify_type(alerts), timeout)
 
 
@@ -304,7 +311,7 @@ def claim(token: str, limit: int, busy: Iterable[int] = (), send_timeout: float 
             alerts = list(
                 Notification.objects.select_for_update(of=("self",))
                 .filter(_free(now), channel_id=channel_id)
-                .select_related("channel").order_by("occurred_at", "pk")
+                .select_related("channel", "machine").order_by("occurred_at", "pk")
             )
             if not alerts:
                 continue
@@ -318,7 +325,9 @@ def claim(token: str, limit: int, busy: Iterable[int] = (), send_timeout: float 
             until = now + lease(len(parts), send_timeout)
             for ids in _chunks([alert.pk for alert in alerts]):
                 Notification.objects.filter(pk__in=ids).update(claimed_until=until, claim_token=token)
-        batches.append(Batch(alerts[0].channel, parts))
+        # A group naming every host behind one VTEP names the VTEP instead (messages.vtep_hosts: one query).
+        batches.append(Batch(alerts[0].channel, parts, [messages.vtep_hosts(part) if len(part) > 1 else {}
+                                                        for part in parts]))
     return batches
 
 
@@ -462,11 +471,12 @@ class DeliveryWorker:
         channel = batch.channel
         loop = asyncio.get_running_loop()
         remaining = list(batch.parts)
+        vteps = dict(zip(map(id, batch.parts), batch.vtep_hosts, strict=False))
         try:
             while remaining and not self.shutdown.is_set():
                 part = remaining.pop(0)
                 ok, error = await loop.run_in_executor(
-                    self.send_executor, deliver, channel, part, self.send_timeout,
+                    self.send_executor, deliver, channel, part, self.send_timeout, vteps.get(id(part)),
                 )
                 if ok:
                     await self.db(record_sent, part)

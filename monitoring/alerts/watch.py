@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from .. import broadcast
+from ..coverage import live_monitors
 from ..models import AlertKind, MonitorHeartbeat, Watch
 from . import outbox
 
@@ -58,15 +60,28 @@ def check(now: datetime | None = None, watching_since: datetime | None = None) -
     return None
 
 
+def coverage_signature() -> tuple:
+    """Which monitors count and what they are cut off from: when it changes, "not being checked" marks and
+    banners change on every dashboard."""
+    return tuple(sorted((monitor.name, str(monitor.scope), tuple(sorted(monitor.isolation)))
+                        for monitor in live_monitors()))
+
+
 async def run(stop: asyncio.Event | None = None) -> None:
     """Look every EVERY seconds until stopped; a database outage is logged once and waited out."""
     started = timezone.now()
     failing = False
+    coverage = None
     while stop is None or not stop.is_set():
         try:
             changed = await sync_to_async(check, thread_sensitive=False)(watching_since=started)
             if changed:
                 logger.warning("alert: %s", changed)
+            now_covering = await sync_to_async(coverage_signature, thread_sensitive=False)()
+            if coverage is not None and now_covering != coverage:
+                # A monitor went stale or came, so open dashboards fetch their list (banner and marks) again.
+                await broadcast.push(broadcast.event(created=True))
+            coverage = now_covering
             failing = False
         except DatabaseError as exc:
             if not failing:

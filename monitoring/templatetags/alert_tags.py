@@ -42,12 +42,23 @@ def machine_silenced_until(machine) -> datetime | None:
     return silences.covering(outbox.active_silences(), [machine]).get(machine.pk)
 
 
+@register.simple_tag
+def silence_marks(machines) -> dict[int, str]:
+    """machine id -> its row's 🔕 mark, for the machines of `machines` a silence covers now (one query): the
+    marks `{% machine_rows %}` shows after the host names."""
+    return {pk: _mark(until) for pk, until in silenced_machines(machines).items()}
+
+
 @register.filter
 def silence_mark(machine, silenced: dict) -> str:
     """The row's 🔕 with "silenced until …" when the machine is silenced, else nothing."""
     until = silenced.get(machine.pk) if silenced else None
     if until is None:
         return ""
+    return _mark(until)
+
+
+def _mark(until: datetime) -> str:
     local = timezone.localtime(until)
     label = html.escape(_("Alerts silenced until %(time)s") % {"time": f"{local:%Y-%m-%d %H:%M} {local.tzname()}"})
     return SafeString(f' <span class="silenced-mark" role="img" title="{label}" aria-label="{label}">🔕</span>')

@@ -1,13 +1,10 @@
-import math
-
 from django import template
-from django.utils.formats import number_format
 from django.utils.translation import gettext as _
-from django.utils.translation import pgettext
 
+from machines.templatetags.machine_rows import uptime_percent
 from monitoring import uptime
 from monitoring.models import PingResult
-from monitoring.status import monitor_problem
+from monitoring.status import cutoff_notices, monitor_problem
 
 register = template.Library()
 RECENT_CHECKS = 50
@@ -16,7 +13,7 @@ RECENT_CHECKS = 50
 @register.inclusion_tag("monitoring/_monitor_banner.html")
 def monitor_banner() -> dict:
     """The dashboard's warning when nobody is checking the machines (nothing when a monitor is)."""
-    return {"monitor_problem": monitor_problem()}
+    return {"monitor_problem": monitor_problem(), "cutoffs": cutoff_notices()}
 
 
 @register.inclusion_tag("monitoring/_recent_checks.html")
@@ -37,11 +34,5 @@ def machine_uptime(machine) -> list[dict]:
     return [{"label": labels[window], "value": value} for window, value in uptime.uptime(machine).items()]
 
 
-@register.filter
-def uptime_percent(share: float | None) -> str:
-    """0.99937 -> "99.93 %", "—" for None. Rounded down: a machine that missed a check never shows 100.00 %."""
-    if share is None:
-        return "—"
-    # The epsilon keeps 0.9993 (stored as 0.99929999…) at 99.93.
-    hundredths = math.floor(share * 10000 + 1e-6)
-    return pgettext("uptime", "%(percent)s %%") % {"percent": number_format(hundredths / 100, 2)}
+# The machine page shows uptimes as the dashboard rows do.
+register.filter("uptime_percent", uptime_percent)

@@ -419,6 +419,35 @@ def test_six_changes_within_the_window_make_one_message_per_channel(fast, machin
     assert "rack-6" in alone.json()["title"]
 
 
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", list(AlertKind))
+def test_every_kind_of_alert_makes_a_message_alone_and_in_a_group(kind, settings):
+    settings.BASE_URL = ""
+    ops = channel("json://localhost")
+    alert = Notification(channel=ops, kind=kind, hostname="lab-monitor-100", vni=100, detail="VNI 100: link down",
+                         occurred_at=timezone.now())
+    assert "lab-monitor-100" in messages.render(ops, [alert]).title or kind in (AlertKind.MONITOR_DOWN,
+                                                                                 AlertKind.MONITOR_BACK)
+    other = Notification(channel=ops, kind=AlertKind.UNREACHABLE, hostname="h1", ip_address="10.0.0.1", vni=100,
+                         occurred_at=timezone.now())
+    body = messages.render(ops, [alert, other]).body
+    assert "h1 (10.0.0.1)" in body and "lab-monitor-100" in body
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_host_behind_one_vtep_failing_is_sent_as_that_vtep(fast, machine):
+    behind = [machine(hostname=f"vm-{n}", vtep="192.0.2.5", vni=100) for n in range(8)]
+    other = machine(hostname="elsewhere", vtep="192.0.2.9", vni=100)
+    with HttpReceiver() as web, running_worker():
+        channel(web.url())
+        change(*behind, other)
+        [request] = web.wait_for(1, 10)
+    body = request.json()
+    assert body["title"] == "[vxlanmgr] 9 machines became unreachable (including all hosts behind VTEP 192.0.2.5)"
+    assert "- all 8 hosts behind VTEP 192.0.2.5, VNI 100: Became unreachable" in body["message"]
+    assert "vm-" not in body["message"] and "elsewhere" in body["message"]
+
+
 @pytest.mark.django_db(transaction=True)
 def test_an_alert_that_cannot_be_delivered_fails_after_the_max_age_with_its_reason(fast, machine, caplog):
     fast.NOTIFY_MAX_AGE = 2

@@ -142,6 +142,64 @@ def test_a_mixed_batch_writes_exactly_its_state_results_and_log_entries(make_mac
 
 
 @pytest.mark.django_db
+def test_the_longest_overdue_machines_are_claimed_first_and_only_once(make_machine):
+    now = timezone.now()
+    for minutes in (1, 5, 3, 2, 4):
+        make_machine(hostname=f"late-{minutes}", status="active", next_check_at=now - timedelta(minutes=minutes))
+    make_machine(hostname="not-yet", status="active", next_check_at=now + timedelta(seconds=30))
+    make_machine(hostname="held", status="active", next_check_at=now - timedelta(hours=1),
+                 claim_token="other", claimed_until=now + timedelta(seconds=5))
+
+    first = checks.claim_due("mon", 3, LEASE, now=now)
+    second = checks.claim_due("mon", 3, LEASE, now=now)
+
+    assert [m.hostname for m in first] == ["late-5", "late-4", "late-3"]
+    assert [m.hostname for m in second] == ["late-2", "late-1"]
+    assert checks.claim_due("mon", 3, LEASE, now=now) == []
+    # What the monitor pings and judges comes with the claim.
+    stored = {m.hostname: m for m in Machine.objects.all()}
+    for machine in first + second:
+        assert (machine.ip_address, machine.status, machine.next_check_at, machine.vni) == (
+            stored[machine.hostname].ip_address, "active", stored[machine.hostname].next_check_at, 100)
+        assert (stored[machine.hostname].claim_token, stored[machine.hostname].claimed_until) == ("mon", now + LEASE)
+    assert (stored["not-yet"].claim_token, stored["held"].claim_token) == ("", "other")
+
+
+@pytest.mark.django_db
+def test_a_full_batch_of_results_is_written_exactly(make_machine, rules):
+    """A monitor's batch is 1,000 machines: every one's state and result arrive, to the microsecond and the bit."""
+    now = timezone.now()
+    for n in range(1000):
+        make_machine(hostname=f"batch-{n:04d}", ip_address=f"10.9.{n // 250}.{n % 250 + 1}", status="active",
+                     next_check_at=now - timedelta(seconds=1))
+    claimed = checks.claim_due("mon", 1000, LEASE, now=now)
+    assert len(claimed) == 1000
+    rtt = {machine.pk: 0.1 + machine.pk / 7 for machine in claimed}  # floats that are not short in decimal
+    down = Outcome(ok=False, failure="timeout")
+    records = [
+        checks.CheckRecord(m.pk, Outcome(ok=True, rtt_ms=rtt[m.pk]), 0.0) if m.pk % 3
+        else checks.CheckRecord(m.pk, down, 1.0)
+        for m in claimed
+    ]
+    later = now + timedelta(microseconds=123457)
+
+    assert checks.record_checks("mon", records, now=later) == []
+
+    for machine in Machine.objects.all():
+        answered = bool(machine.pk % 3)
+        assert machine.last_checked_at == later and machine.claim_token == "" and machine.claimed_until is None
+        assert machine.next_check_at == later + timedelta(seconds=60 if answered else 10)
+        assert machine.consecutive_failures == (0 if answered else 1)
+        assert machine.last_rtt_ms == (rtt[machine.pk] if answered else None)
+        assert machine.last_failure_kind == ("" if answered else "timeout")
+    results = {r.machine_id: r for r in PingResult.objects.all()}
+    assert len(results) == 1000
+    for pk, result in results.items():
+        assert result.checked_at == later
+        assert (result.ok, result.rtt_ms, result.loss) == ((True, rtt[pk], 0.0) if pk % 3 else (False, None, 1.0))
+
+
+@pytest.mark.django_db
 def test_state_results_and_log_entries_commit_together(make_machine, rules, monkeypatch):
     assert checks.record_checks("mon", []) == []
     machine = make_machine(status="active", consecutive_failures=2)

@@ -18,7 +18,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from lab import netns
 
-PARTS = ("register", "dashboard", "metrics", "push", "sweep", "daemon", "storage", "alerts")
+PARTS = ("register", "dashboard", "metrics", "push", "sweep", "daemon", "scale", "shared", "storage", "alerts")
 METHODS = [
     "- **Sweep**: N targets 127.10.x.y in a fresh network namespace (only `lo`, where all of 127.0.0.0/8 "
     "answers). A child process inside it alternates our round (`monitoring.icmp.Pinger.ping_batch`, 1 echo "
@@ -31,6 +31,16 @@ METHODS = [
     "and due again 1 s after each check: ping results written per second after a warm-up. (b) The default "
     "schedule's steady state (every machine once a minute, due times spread evenly): checks per second and the "
     "age of the oldest due check not yet claimed, sampled every 0.25 s. RSS is the monitor's VmHWM.",
+    "- **Monitor at scale**: the real `manage.py monitor`, as in the daemon sweep, on machines written by one "
+    "`INSERT … SELECT generate_series` (127.10.0.0 and up), each monitor in a namespace of its own. One monitor "
+    "with `--scale-machines` (100,000), then two unscoped monitors sharing `--shared-machines` (10,000). (a) "
+    "Every machine due at once and due again 1 s after each check: the ceiling. (b) The default schedule: once "
+    "the monitors' first heartbeats are in, every machine's due time is spread evenly over the next 60 s (in an "
+    "order shuffled against the ids); after a warm-up, checks per second over exactly one interval (from the "
+    "batches' commit times), the oldest due-but-unclaimed check sampled every 0.25 s, and each machine's ping "
+    "results in that interval counted: on schedule a machine has one, a machine checked twice in a round two. "
+    "The closest two checks of one machine over the whole run are shown too. RSS is the VmHWM of the monitor(s) "
+    "over both runs. The load average before and after is in the notes.",
     "- **Register**: the real server (`manage.py serve --monitor no`, Daphne) on 127.0.0.1 with PostgreSQL "
     "and Redis. 50 concurrent asyncio tasks each PUT `/api/machines/{ip}` with a *register* token through an "
     "`httpx` client of the host's own, bound to its source address `ip` (on lo): one new connection per host, "
@@ -96,7 +106,7 @@ class Context:
 
 class Command(BaseCommand):
     help = (
-        "Run the benchmarks (sweep, register, dashboard, metrics, push, storage, alerts) and write "
+        "Run the benchmarks (sweep, register, dashboard, metrics, push, scale, storage, alerts) and write "
         "docs/benchmarks.md."
     )
 
@@ -111,21 +121,29 @@ class Command(BaseCommand):
             "--alert-changes", type=int, default=50,
             help="single status changes for the alert latency (each waits the group window, 10 s by default)",
         )
+        parser.add_argument(
+            "--scale-machines", type=int, default=100_000,
+            help="machines for the one-monitor scale run (part 'scale'); 0 leaves it out",
+        )
+        parser.add_argument("--shared-machines", type=int, default=10_000,
+                            help="machines two monitors share (part 'shared')")
         parser.add_argument("--only", default=",".join(PARTS), help=f"parts to run, of {', '.join(PARTS)}")
         parser.add_argument("--output", default=str(Path(settings.BASE_DIR) / "docs" / "benchmarks.md"))
         parser.add_argument("--log-dir", default=str(Path(settings.BASE_DIR) / "var" / "bench"))
 
     def handle(self, *args, sizes, reps, storm_reps, storm_budget, page_reps, changes, alert_changes, only, output,
-               log_dir, **options):
+               log_dir, scale_machines, shared_machines, **options):
         sizes = sorted(int(size) for size in sizes.split(","))
         parts = {part.strip() for part in only.split(",") if part.strip()}
         if unknown := parts - set(PARTS):
             raise CommandError(f"unknown parts: {', '.join(sorted(unknown))}")
+        if scale_machines <= 0:
+            parts.discard("scale")
         if max(sizes) > settings.MAX_MACHINES:
             raise CommandError(f"VXLANMGR_MAX_MACHINES={settings.MAX_MACHINES} is below N={max(sizes)}")
         self._check_environment(parts)
         try:  # httpx and websockets, the harness's clients, are development requirements
-            from lab.benchmarks import alerts, common, dashboard, metrics, push, register, report, storage, sweep
+            from lab.benchmarks import alerts, common, dashboard, metrics, push, register, report, scale, storage, sweep
         except ModuleNotFoundError as exc:
             raise CommandError(f"{exc}: install the development requirements (requirements-dev.txt)") from exc
         log_path = Path(log_dir)
@@ -169,6 +187,11 @@ class Command(BaseCommand):
                     rows += sweep.run_daemon(ctx, n, 12.0)
                 if "alerts" in parts:
                     rows += alerts.run(ctx, n, alert_changes, latency=n == max(sizes))
+            # Machines of their own (the inventory is written again), before storage, which needs only 100.
+            if "scale" in parts:
+                rows += scale.run_scale(ctx, scale_machines)
+            if "shared" in parts:
+                rows += scale.run_shared(ctx, shared_machines)
             if "storage" in parts:
                 rows += storage.run(ctx)
         duration = time.monotonic() - ctx.started
@@ -203,7 +226,7 @@ class Command(BaseCommand):
                                "contain 'bench'")
         if not settings.REDIS_URL:
             raise CommandError("set REDIS_URL to a Redis database of its own, e.g. redis://127.0.0.1:6379/14")
-        if parts & {"sweep", "daemon"}:
+        if parts & {"sweep", "daemon", "scale", "shared"}:
             if not netns.netns_available():
                 raise CommandError("the sweep needs root and `ip netns` (iproute2)")
             if not netns.nft_available():
