@@ -86,11 +86,16 @@ def inventory_counts() -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     filter value (parse_vni): one query, grouped by VNI and status, for what the dashboard shows."""
     overall, by_vni = empty_counts(), {}
     for vni, status, n in Machine.objects.values_list("vni", "status").annotate(n=Count("id")).order_by():
-        counts = by_vni.setdefault(NO_VNI if vni is None else str(vni), empty_counts())
+        counts = by_vni.setdefault(vni_key(vni), empty_counts())
         for each in (overall, counts):
             each[status] = each.get(status, 0) + n
             each["total"] += n
     return overall, by_vni
+
+
+def vni_key(vni: int | None) -> str:
+    """A machine's VNI as the filter and the per-VNI counts key it (NO_VNI for none)."""
+    return NO_VNI if vni is None else str(vni)
 
 
 def vni_filter_values(by_vni: dict[str, dict[str, int]], selected: str = "") -> list[str]:
@@ -101,6 +106,11 @@ def vni_filter_values(by_vni: dict[str, dict[str, int]], selected: str = "") -> 
 
 def _vni_order(value: str) -> tuple[bool, int]:
     return (value == NO_VNI, 0 if value == NO_VNI else int(value))
+
+
+def vni_entry(vni: str, counts: dict[str, int], selected: str = "") -> dict:
+    """One VNI of the per-VNI counts, as machines/_vni_count.html shows it."""
+    return {"vni": vni, "counts": counts, "selected": vni == selected, "none": vni == NO_VNI}
 
 
 def vni_summary(by_vni: dict[str, dict[str, int]], selected: str = "", size: int = VNI_SUMMARY_SIZE) -> dict:
@@ -114,7 +124,7 @@ def vni_summary(by_vni: dict[str, dict[str, int]], selected: str = "", size: int
     if selected and selected in by_vni and all(vni != selected for vni, _ in shown):
         shown = [*shown[: size - 1], (selected, by_vni[selected])]
     return {
-        "vnis": [{"vni": vni, "counts": counts, "selected": vni == selected} for vni, counts in shown],
+        "vnis": [vni_entry(vni, counts, selected) for vni, counts in shown],
         "more": len(by_vni) - len(shown),
         "no_vni": NO_VNI,
     }

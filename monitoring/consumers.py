@@ -88,6 +88,8 @@ class DashboardConsumer(AsyncWebsocketConsumer):
                 visible=frozenset(visible[:MAX_VISIBLE]),
                 status=str(data.get("status", ""))[:16],
                 vni=queries.parse_vni(str(data.get("vni", ""))),
+                # The VNIs its per-VNI line shows, so a push updates those in place (fragments.render_push).
+                vnis=frozenset(queries.parse_vni(part) for part in str(data.get("vnis", "")).split(",")[:100]) - {""},
                 q=str(data.get("q", ""))[:100],
                 page=int(page) if page.isdigit() and int(page) > 0 else 1,
                 can_delete=self.can_delete,

@@ -29,6 +29,7 @@ class View:
     status: str = ""
     q: str = ""
     vni: str = ""  # the VNI filter, canonical (queries.parse_vni)
+    vnis: frozenset[str] = field(default_factory=frozenset)  # the VNIs its per-VNI line shows
     can_delete: bool = False
     page: int = 1
 
@@ -53,13 +54,29 @@ def render_push(event: dict, view: View) -> str:
         (machine, Machine.Status(announce[machine.pk]).label) for machine in machines if machine.pk in announce
     ]
     counts, by_vni = queries.inventory_counts()
+    # Every changed machine's VNI, shown on this page or not: the page's per-VNI line may count it.
+    everywhere = event.get("changed", [])
+    changed_vnis = (
+        {machine.vni for machine in machines}
+        if set(everywhere) <= view.visible
+        else set(Machine.objects.filter(pk__in=everywhere).values_list("vni", flat=True).distinct())
+    )
+    # The whole summary when machines came or went, or when the VNIs the page's line shows are no longer the
+    # ones it would show; otherwise the status counts and the counts of the changed machines' VNIs it shows,
+    # each swapped in place by its id: a push stays about one row's size.
+    vni_summary = queries.vni_summary(by_vni, view.vni)
+    changed_keys = {queries.vni_key(vni) for vni in changed_vnis} & set(by_vni)
+    whole_line = bool(deleted or event.get("created")) or {each["vni"] for each in vni_summary["vnis"]} != view.vnis
     return render_to_string(
         "machines/_push.html",
         {
             "machines": machines,
             "deleted": deleted,
             "counts": counts,
-            "vni_summary": queries.vni_summary(by_vni, view.vni),
+            "vni_summary": vni_summary if whole_line else None,
+            "vni_changes": [
+                queries.vni_entry(key, by_vni[key], view.vni) for key in sorted(changed_keys & view.vnis)
+            ],
             "announcements": announcements,
             "needs_refresh": needs_refresh,
             "flash": True,

@@ -125,6 +125,15 @@ class AlertKind(models.TextChoices):
     MONITOR_REJOINED = "monitor_rejoined", _("Monitor reconnected")
 
 
+# Alerts that stand in for a state change: a channel that takes unreachable or recovered alerts gets them too,
+# or a machine that flaps, or is still down after a silence, would never reach it.
+FOLLOWS = {
+    AlertKind.FLAPPING: (AlertKind.FLAPPING, AlertKind.UNREACHABLE, AlertKind.RECOVERED),
+    AlertKind.STABLE: (AlertKind.STABLE, AlertKind.UNREACHABLE, AlertKind.RECOVERED),
+    AlertKind.STILL_UNREACHABLE: (AlertKind.STILL_UNREACHABLE, AlertKind.UNREACHABLE),
+}
+
+
 class Channel(models.Model):
     """Where alerts go: one Apprise URL (e-mail, Slack, a webhook, …). The URL holds credentials: it is shown
     masked once saved and never logged."""
@@ -157,7 +166,7 @@ class Channel(models.Model):
         return self.name
 
     def wants(self, kind: str, vni: int | None) -> bool:
-        if not self.enabled or (self.events and kind not in self.events):
+        if not self.enabled or (self.events and not set(FOLLOWS.get(kind, (kind,))) & set(self.events)):
             return False
         return not self.vnis or vni is None or vni in self.vnis
 

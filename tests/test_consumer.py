@@ -64,7 +64,8 @@ class TestDashboardConsumer:
             # The machine once, as the page's own row: the ws extension swaps it in by its id.
             assert f'<tr id="machine-{machine.pk}" class="machine-row row-unreachable flash">' in html
             assert html.count(f'id="machine-{machine.pk}"') == 1 and "machine-card" not in html
-            assert 'id="summary"' in html and "1 unreachable" in html
+            assert '<span id="status-counts">' in html
+            assert '<span class="status-unreachable">1 unreachable</span>' in html
             assert "web-1 is now Unreachable." in html
         finally:
             await communicator.disconnect()

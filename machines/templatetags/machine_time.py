@@ -35,8 +35,8 @@ def relative_time(value):
         return SafeString(f'<span class="muted">{html.escape(never)}</span>')
     aware = timezone.make_aware(value, timezone.get_default_timezone()) if timezone.is_naive(value) else value
     return SafeString(
-        f'<time datetime="{aware.astimezone(UTC).isoformat()}"'
-        f' title="{html.escape(_local_title(timezone.template_localtime(value)))}" class="js-relative">'
+        f'<time datetime="{aware.astimezone(UTC).isoformat(timespec="seconds")}"'
+        f' title="{html.escape(_local_title(timezone.template_localtime(value)))}">'
         f"{_phrase(get_language(), _natural_time(value))}</time>"
     )
 

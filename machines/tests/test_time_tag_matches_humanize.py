@@ -26,8 +26,8 @@ def reference(value) -> str:
         return format_html('<span class="muted">{}</span>', gettext("never"))
     aware = timezone.make_aware(value, timezone.get_default_timezone()) if timezone.is_naive(value) else value
     return format_html(
-        '<time datetime="{}" title="{}" class="js-relative">{}</time>',
-        aware.astimezone(UTC).isoformat(),
+        '<time datetime="{}" title="{}">{}</time>',
+        aware.astimezone(UTC).isoformat(timespec="seconds"),
         dateformat.format(timezone.template_localtime(value), "Y-m-d H:i:s T"),
         humanize.naturaltime(value),
     )

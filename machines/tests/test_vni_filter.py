@@ -152,7 +152,7 @@ class TestCounts:
 
     def test_the_chosen_vni_stands_out(self, operator_client, fleet):
         html = operator_client.get("/", {"vni": "200"}).content.decode()
-        assert '<span class="vni-count vni-count-selected" aria-current="true">VNI 200: 2 machines</span>' in html
+        assert '<span id="vni-200" class="vni-count-selected" aria-current="true">VNI 200: 2 machines</span>' in html
         assert html.count('aria-current="true"') == 1
 
     def test_hundreds_of_vnis_stay_a_short_list(self, operator_client, make_machine):

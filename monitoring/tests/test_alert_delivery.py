@@ -542,3 +542,14 @@ def test_two_workers_deciding_at_once_take_a_channels_whole_group_or_none_of_it(
             thread.join(60)
         assert sorted(sizes.values()) == [[], [rows]], sizes
         Notification.objects.update(claimed_until=None, claim_token="")
+
+
+def test_alerts_standing_in_for_a_state_change_reach_channels_that_take_that_change():
+    states = Channel(name="states", url="json://localhost", events=["unreachable", "recovered"])
+    down_only = Channel(name="down", url="json://localhost", events=["unreachable"])
+    deletions = Channel(name="deletions", url="json://localhost", events=["deleted"])
+    for kind in (AlertKind.FLAPPING, AlertKind.STABLE, AlertKind.STILL_UNREACHABLE):
+        assert states.wants(kind, 100)
+        assert not deletions.wants(kind, 100)
+    assert down_only.wants(AlertKind.STILL_UNREACHABLE, None) and down_only.wants(AlertKind.FLAPPING, None)
+    assert not down_only.wants(AlertKind.RECOVERED, None)

@@ -16,7 +16,7 @@
     const lang = document.documentElement.lang || "en";
     const format = new Intl.RelativeTimeFormat(lang, { numeric: "auto" });
     const now = Date.now();
-    (root || document).querySelectorAll("time.js-relative").forEach(function (el) {
+    (root || document).querySelectorAll("time[datetime]").forEach(function (el) {
       const when = Date.parse(el.getAttribute("datetime"));
       if (Number.isNaN(when)) return;
       const seconds = Math.round((when - now) / 1000);
