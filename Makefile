@@ -38,7 +38,7 @@ lab: export VXLANMGR_LAB = 1
 lab: $(VENV)/.runtime
 	$(PY) manage.py vxlanlab $(LAB_CMD) $(LAB_ARGS)
 
-# Benchmarks (root; PostgreSQL, Redis, fping, nftables), ~7 minutes; writes docs/benchmarks.md. A database and a
+# Benchmarks (root; PostgreSQL, Redis, fping, nftables), ~17 minutes; writes docs/benchmarks.md. A database and a
 # Redis DB of their own: the database is dropped and created again, the Redis DB flushed.
 BENCH_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/vxlanmgr_bench
 BENCH_REDIS_URL ?= redis://127.0.0.1:6379/14
