@@ -26,8 +26,8 @@ from django.views.decorators.http import require_POST
 from machines.admin import ReadOnlyAdmin
 from machines.validation import MAX_VNI
 
-from .alerts import delivery
 from .alerts import messages as alert_messages
+from .alerts import sending
 from .alerts.channels import apprise_accepts, masked
 from .models import AlertKind, Channel, Notification, Silence
 
@@ -123,7 +123,7 @@ def test_message(channel: Channel, user: str) -> tuple[str, str]:
 
 def send_test(channel: Channel, user: str) -> tuple[bool, str]:
     title, body = test_message(channel, user)
-    return delivery.send(channel.url, title, body, apprise.NotifyType.INFO, timeout=TEST_TIMEOUT)
+    return sending.send(channel.url, title, body, apprise.NotifyType.INFO, timeout=TEST_TIMEOUT)
 
 
 def report_tests(request: HttpRequest, channels: list[Channel]) -> None:

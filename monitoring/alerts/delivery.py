@@ -18,7 +18,8 @@ Guarantees:
   group, never on the part of it another worker is not holding.
 - The chores (chores.py) run on the same database thread every CHORES_EVERY seconds.
 
-Apprise URLs hold credentials: they are never logged; logs name the channel and its id.
+Apprise URLs hold credentials: they are never logged; logs name the channel and its id. The sending itself is
+sending.py's.
 """
 
 from __future__ import annotations
@@ -34,16 +35,15 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from urllib.parse import parse_qsl, unquote, urlsplit
 
-import apprise
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connections, transaction
 from django.db.models import Count, F, Max, Min, Q
 from django.utils import timezone
 
-from ..models import AlertKind, Channel, Notification
+from ..models import Channel, Notification
 from . import chores, messages
+from .sending import SEND_TIMEOUT, deliver, warm_up
 
 logger = logging.getLogger("vxlanmgr.alerts")
 
@@ -51,8 +51,6 @@ TICK = 0.5
 CHORES_EVERY = 5.0
 # Channels sent to at once; each has at most one send in flight.
 SENDERS = 8
-# One Apprise call may take this long (connect, read, retries); it also sizes the claim's lease.
-SEND_TIMEOUT = 30.0
 # A group is complete once this worker has seen no new row for this long (never longer than the window). The
 # monitor commits a storm one batch of VXLANMGR_PING_CONCURRENCY at a time, ~1.5 s apart (up to ~3.5 s on a
 # loaded machine): the quiet must be well longer than one batch's transaction.
@@ -65,8 +63,6 @@ STOP_GRACE = 4.0
 DB_BACKOFF_MAX = 30.0
 CHUNK = 500
 
-_FAILURE = {AlertKind.UNREACHABLE, AlertKind.MONITOR_DOWN, AlertKind.FLAPPING, AlertKind.STILL_UNREACHABLE}
-_SUCCESS = {AlertKind.RECOVERED, AlertKind.MONITOR_BACK, AlertKind.STABLE}
 
 
 @dataclass
@@ -180,75 +176,6 @@ def retry_delay(attempts: int) -> float:
 
 def lease(messages_count: int, send_timeout: float) -> timedelta:
     return timedelta(seconds=(messages_count + 1) * send_timeout)
-
-
-def notify_type(alerts: list[Notification]) -> str:
-    kinds = {alert.kind for alert in alerts}
-    if kinds & _FAILURE:
-        return apprise.NotifyType.FAILURE
-    if AlertKind.MAC_CHANGED in kinds:
-        return apprise.NotifyType.WARNING
-    if kinds <= _SUCCESS:
-        return apprise.NotifyType.SUCCESS
-    return apprise.NotifyType.INFO
-
-
-# -- sending, on a sender thread ------------------------------------------------------------------------------
-
-
-def send(url: str, title: str, body: str, kind: str = apprise.NotifyType.INFO,
-         timeout: float = SEND_TIMEOUT) -> tuple[bool, str]:
-    """Send one message to one Apprise URL: (delivered, why not). The reason never contains the URL's
-    credentials."""
-    app = apprise.Apprise()
-    if not app.add(url):
-        return False, "the Apprise URL is not valid, or its service is not available here"
-    try:
-        # Plain text: Apprise escapes or converts it for services that want HTML or Markdown.
-        with app.notify(body=body, title=title, notify_type=kind, body_format=apprise.NotifyFormat.TEXT,
-                        timeout=timeout) as result:
-            if result:
-                return True, ""
-            reasons = [entry.message for entry in result.logs() if entry.level in {"WARNING", "ERROR", "CRITICAL"}]
-            reason = "; ".join(dict.fromkeys(reasons)) or f"Apprise reported {result.status.name.lower()}"
-            if result.status == apprise.AppriseResultStatus.TIMEOUT:
-                reason = f"no answer within {timeout:g} s; {reason}"
-    except Exception as exc:
-        # A plugin's bug must not stop the worker; its text may hold the URL.
-        reason = f"Apprise failed: {type(exc).__name__}"
-    return False, redact(reason, url)
-
-
-def deliver(channel: Channel, alerts: list[Notification], timeout: float,
-            vtep_hosts: dict[str, int] | None = None) -> tuple[bool, str]:
-    try:
-        message = messages.render(channel, alerts, vtep_hosts)
-    except Exception as exc:  # a bug in the text must back off and end as failed like any other failure
-        logger.exception("alert channel %r (#%d): could not write the message", channel.name, channel.pk)
-        return False, f"could not write the message: {type(exc).__name__}: {exc}"
-    return send(channel.url, message.title, message.body, notify_type(alerts), timeout)
-
-
-def redact(text: str, url: str) -> str:
-    """Remove from `text` whatever in `url` could be a credential: user, password, and the tokens many
-    services carry in the host, path or query (slack://TokenA/TokenB/TokenC)."""
-    try:
-        parts = urlsplit(url)
-        username, password, host = parts.username, parts.password, parts.hostname or ""
-    except ValueError:
-        return text.replace(url, "***")
-    secrets = {url, unquote(parts.netloc.rpartition("@")[0])}
-    secrets |= {value for value in (username, password) if value and len(value) >= 4}
-    # Short pieces and names (a host name with dots, an e-mail address) are no secrets, and replacing them
-    # would garble the reason.
-    pieces = [host, *(unquote(segment) for segment in parts.path.split("/"))]
-    pieces += [value for _key, value in parse_qsl(parts.query)]
-    secrets |= {
-        piece for piece in pieces if len(piece) >= 6 and not {".", "@", ":"} & set(piece) and piece != "localhost"
-    }
-    for secret in sorted(filter(None, secrets), key=len, reverse=True):
-        text = text.replace(secret, "***")
-    return text
 
 
 # -- the database side, on the worker's database thread -------------------------------------------------------
@@ -412,10 +339,7 @@ class DeliveryWorker:
         last_chores = float("-inf")
         backoff = 1.0
         try:
-            # Apprise finds its services on first use (about a second): not on the first alert's time.
-            await asyncio.get_running_loop().run_in_executor(
-                self.send_executor, apprise.Apprise.instantiate, "json://localhost",
-            )
+            await asyncio.get_running_loop().run_in_executor(self.send_executor, warm_up)
             logger.info("alert delivery %s started", self.name)
             while not self.shutdown.is_set():
                 try:

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from machines.models import Machine
 from monitoring import checks
-from monitoring.alerts import delivery, messages, outbox
+from monitoring.alerts import delivery, messages, outbox, sending
 from monitoring.models import AlertKind, Channel, FlapState, Notification, Silence
 from monitoring.rules import Outcome
 from tests.support.net import wait_for
@@ -184,10 +184,10 @@ def test_a_group_counts_each_event_and_names_the_first_twenty(settings):
 def test_reasons_never_carry_the_urls_credentials():
     url = "json://alice:hunter22@hooks.example.net/incoming/T0KENs3cret?rto=4&token=abcdef123456"
     text = "failed for alice:hunter22 at /incoming/T0KENs3cret with abcdef123456 to hooks.example.net"
-    redacted = delivery.redact(text, url)
+    redacted = sending.redact(text, url)
     assert redacted.startswith("failed for *** at /") and redacted.endswith(" with *** to hooks.example.net")
     assert not any(secret in redacted for secret in ("alice", "hunter22", "T0KENs3cret", "abcdef123456"))
-    assert delivery.redact("bad slack://tokenA1/tokenB2", "slack://tokenA1/tokenB2") == "bad ***"
+    assert sending.redact("bad slack://tokenA1/tokenB2", "slack://tokenA1/tokenB2") == "bad ***"
 
 
 # -- the rules and claims -------------------------------------------------------------------------------------
